@@ -1,0 +1,55 @@
+"""`fastkv` / `python -m fastkv`: run one member with etcd's flags."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from fastkv import config
+from fastkv.errors import StorageCorruption
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "error": logging.ERROR, "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+async def _serve(cfg: config.Config) -> int:
+    from fastkv.server import Server
+    server = Server(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.stopped.set)
+    try:
+        await server.start()
+    except StorageCorruption:
+        await server.stop() if hasattr(server, "node") else None
+        raise
+    await server.stopped.wait()
+    await server.stop()
+    if server.fatal is not None:
+        logging.getLogger("fastkv").critical("stopping after a fatal error: %r", server.fatal)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config.parse_or_exit(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=LOG_LEVELS[cfg.log_level],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # uvloop is a dependency; plain asyncio still works without it
+        pass
+    try:
+        return asyncio.run(_serve(cfg))
+    except StorageCorruption as exc:
+        print(f"fastkv: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"fastkv: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

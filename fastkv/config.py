@@ -1,0 +1,240 @@
+"""etcd's command-line flags, their ETCD_* environment variables, and defaults.
+
+Accepted like etcd (Go's flag package): ``-flag`` or ``--flag``, ``--flag=value``
+or ``--flag value``; booleans also bare (``--enable-v2``). A flag set on the
+command line wins over its environment variable (ETCD_ + upper-case name with
+``-`` → ``_``). An unknown flag or a bad value exits 2 with a message naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from urllib.parse import urlsplit
+
+from fastkv import __version__
+
+
+class ConfigError(Exception):
+    """A flag or value etcd would refuse; the message names it."""
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise ValueError(text)
+
+
+def _urls(text: str) -> list[str]:
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(text)
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https", "unix", "unixs") or not parts.netloc:
+            raise ValueError(f'URL scheme must be http, https, unix, or unixs: {u}')
+        if parts.scheme in ("http", "https") and parts.port is None:
+            raise ValueError(f"URL address does not have the form \"host:port\": {u}")
+    return urls
+
+
+def _initial_cluster(text: str) -> dict[str, list[str]]:
+    members: dict[str, list[str]] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, url = item.partition("=")
+        if not sep or not name:
+            raise ValueError(text)
+        members.setdefault(name, []).extend(_urls(url))
+    if not members:
+        raise ValueError(text)
+    return members
+
+
+def _cluster_state(text: str) -> str:
+    if text not in ("new", "existing"):
+        raise ValueError(text)
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text not in ("debug", "info", "warn", "error", "panic", "fatal"):
+        raise ValueError(text)
+    return text
+
+
+def _positive_int(text: str) -> int:
+    v = int(text, 10)
+    if v < 0:
+        raise ValueError(text)
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    name: str
+    parse: object
+    default: object
+    help: str
+    later: str = ""  # the issue that makes the flag do more than parse, if any
+
+
+FLAGS = [
+    Flag("name", str, "default", "Human-readable name for this member."),
+    Flag("data-dir", str, "", "Path to the data directory (default: ${name}.fastkv)."),
+    Flag("listen-client-urls", _urls, ["http://127.0.0.1:2379"],
+         "List of URLs to listen on for client traffic (HTTP/1.1 JSON gateway)."),
+    Flag("advertise-client-urls", _urls, ["http://127.0.0.1:2379"],
+         "List of this member's client URLs to advertise to the public."),
+    Flag("listen-peer-urls", _urls, ["http://127.0.0.1:2380"],
+         "List of URLs to listen on for peer traffic.", later="Raft cluster"),
+    Flag("initial-advertise-peer-urls", _urls, ["http://127.0.0.1:2380"],
+         "List of this member's peer URLs to advertise to the rest of the cluster."),
+    Flag("initial-cluster", _initial_cluster, {"default": ["http://127.0.0.1:2380"]},
+         "Initial cluster configuration for bootstrapping (name=peer-url,...)."),
+    Flag("initial-cluster-state", _cluster_state, "new",
+         "Initial cluster state ('new' or 'existing').", later="Raft cluster"),
+    Flag("initial-cluster-token", str, "etcd-cluster",
+         "Initial cluster token for the cluster during bootstrap."),
+    Flag("snapshot-count", _positive_int, 100000,
+         "Number of committed transactions to trigger a snapshot to disk."),
+    Flag("heartbeat-interval", _positive_int, 100,
+         "Time (in milliseconds) of a heartbeat interval.", later="Raft cluster"),
+    Flag("election-timeout", _positive_int, 1000,
+         "Time (in milliseconds) for an election to timeout.", later="Raft cluster"),
+    Flag("quota-backend-bytes", _positive_int, 0,
+         "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
+         later="Operations (alarms)"),
+    Flag("max-request-bytes", _positive_int, 1572864,
+         "Maximum client request size in bytes the server will accept."),
+    Flag("max-txn-ops", _positive_int, 128,
+         "Maximum number of operations permitted in a transaction."),
+    Flag("log-level", _log_level, "info",
+         "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
+    Flag("enable-v2", _bool, False, "Accept etcd V2 client requests.", later="v2 API"),
+]
+FLAGS_BY_NAME = {f.name: f for f in FLAGS}
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = "default"
+    data_dir: str = ""
+    listen_client_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    advertise_client_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    listen_peer_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2380"])
+    initial_advertise_peer_urls: list = dataclasses.field(
+        default_factory=lambda: ["http://127.0.0.1:2380"])
+    initial_cluster: dict = dataclasses.field(
+        default_factory=lambda: {"default": ["http://127.0.0.1:2380"]})
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    snapshot_count: int = 100000
+    heartbeat_interval: int = 100
+    election_timeout: int = 1000
+    quota_backend_bytes: int = 0
+    max_request_bytes: int = 1572864
+    max_txn_ops: int = 128
+    log_level: str = "info"
+    enable_v2: bool = False
+
+
+def usage() -> str:
+    lines = [f"fastkv {__version__}: an etcd-compatible key-value store",
+             "", "Usage: fastkv [flags]", "", "Flags (also as ETCD_<NAME> environment variables):"]
+    for f in FLAGS:
+        default = f.default
+        if isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, dict):
+            default = ",".join(f"{k}={u}" for k, us in default.items() for u in us)
+        lines.append(f"  --{f.name}  (default {default!s})")
+        lines.append(f"        {f.help}" + (f" [takes effect with the {f.later} work]" if f.later else ""))
+    lines += ["  --version", "        Print the version and exit.", "  -h, --help",
+              "        Print this help and exit."]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """Parse etcd-style flags and ETCD_* environment variables into a Config.
+
+    Raises ConfigError with etcd-like text for an unknown flag or bad value.
+    """
+    environ = os.environ if environ is None else environ
+    given: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg in ("-", "--"):
+            raise ConfigError(f"'{arg}' is not a valid flag")
+        name = arg.lstrip("-")
+        value = None
+        if "=" in name:
+            name, value = name.split("=", 1)
+        flag = FLAGS_BY_NAME.get(name)
+        if flag is None:
+            raise ConfigError(f"flag provided but not defined: -{name}")
+        if value is None:
+            if flag.parse is _bool:
+                value = "true"
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise ConfigError(f"flag needs an argument: -{name}")
+        given[name] = value
+        i += 1
+    for flag in FLAGS:
+        env_name = "ETCD_" + flag.name.upper().replace("-", "_")
+        if flag.name not in given and env_name in environ:
+            given[flag.name] = environ[env_name]
+    cfg = Config()
+    for name, value in given.items():
+        flag = FLAGS_BY_NAME[name]
+        try:
+            parsed = flag.parse(value)
+        except ValueError as exc:
+            detail = f": {exc}" if str(exc) and str(exc) != value else ""
+            raise ConfigError(f'invalid value "{value}" for flag -{name}{detail}') from None
+        setattr(cfg, name.replace("-", "_"), parsed)
+    if not cfg.data_dir:
+        cfg.data_dir = f"{cfg.name}.fastkv"
+    if cfg.name not in cfg.initial_cluster:
+        raise ConfigError(f"couldn't find local name \"{cfg.name}\" in the initial cluster "
+                          f"configuration")
+    if sorted(cfg.initial_cluster[cfg.name]) != sorted(cfg.initial_advertise_peer_urls):
+        raise ConfigError(
+            f"--initial-cluster has {cfg.name}={','.join(cfg.initial_cluster[cfg.name])} but "
+            f"missing from --initial-advertise-peer-urls="
+            f"{','.join(cfg.initial_advertise_peer_urls)}")
+    if len(cfg.initial_cluster) > 1:
+        raise ConfigError("--initial-cluster names more than one member: this fastkv build "
+                          "runs a single member (clusters come with the Raft cluster work)")
+    if cfg.max_txn_ops < 1:
+        raise ConfigError(f'invalid value "{cfg.max_txn_ops}" for flag -max-txn-ops')
+    if cfg.election_timeout < 5 * cfg.heartbeat_interval:
+        raise ConfigError(f"--election-timeout[{cfg.election_timeout}ms] should be at least as "
+                          f"5 times as --heartbeat-interval[{cfg.heartbeat_interval}ms]")
+    return cfg
+
+
+def parse_or_exit(argv: list[str]) -> Config:
+    if any(a in ("-h", "--help", "-help") for a in argv):
+        print(usage())
+        sys.exit(0)
+    if any(a in ("--version", "-version") for a in argv):
+        from fastkv import ETCD_SERVER_VERSION
+        print(f"fastkv Version: {__version__}\netcd API Version: {ETCD_SERVER_VERSION}\n"
+              f"Python Version: {sys.version.split()[0]}")
+        sys.exit(0)
+    try:
+        return parse(argv)
+    except ConfigError as exc:
+        print(f"fastkv: {exc}", file=sys.stderr)
+        print("Try 'fastkv --help' for more information.", file=sys.stderr)
+        sys.exit(2)

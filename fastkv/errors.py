@@ -1,0 +1,132 @@
+"""Errors, typed once, with etcd 3.4's gRPC codes and exact messages.
+
+Every API adapter maps an :class:`EtcdError` to its wire format: the v3 JSON
+gateway as ``{"error", "message", "code"}`` with the HTTP status grpc-gateway
+uses for the code; gRPC (a later issue) as the status code and message.
+Clients match on these strings, so they are copied from etcd, not paraphrased.
+"""
+from __future__ import annotations
+
+
+class GrpcCode:
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# grpc-gateway's runtime.HTTPStatusFromCode, which etcd's JSON gateway uses.
+HTTP_STATUS_FOR_GRPC_CODE = {
+    GrpcCode.OK: 200,
+    GrpcCode.CANCELLED: 408,
+    GrpcCode.UNKNOWN: 500,
+    GrpcCode.INVALID_ARGUMENT: 400,
+    GrpcCode.DEADLINE_EXCEEDED: 504,
+    GrpcCode.NOT_FOUND: 404,
+    GrpcCode.ALREADY_EXISTS: 409,
+    GrpcCode.PERMISSION_DENIED: 403,
+    GrpcCode.UNAUTHENTICATED: 401,
+    GrpcCode.RESOURCE_EXHAUSTED: 429,
+    GrpcCode.FAILED_PRECONDITION: 400,
+    GrpcCode.ABORTED: 409,
+    GrpcCode.OUT_OF_RANGE: 400,
+    GrpcCode.UNIMPLEMENTED: 501,
+    GrpcCode.INTERNAL: 500,
+    GrpcCode.UNAVAILABLE: 503,
+    GrpcCode.DATA_LOSS: 500,
+}
+
+
+class EtcdError(Exception):
+    """An error a client sees: a gRPC code and etcd's message."""
+
+    code: int = GrpcCode.UNKNOWN
+    message: str = "etcdserver: unknown error"
+
+    def __init__(self, message: str | None = None, code: int | None = None):
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS_FOR_GRPC_CODE.get(self.code, 500)
+
+    def __eq__(self, other):  # two errors are the same if a client can't tell them apart
+        return (isinstance(other, EtcdError) and other.code == self.code
+                and other.message == self.message)
+
+    def __hash__(self):
+        return hash((self.code, self.message))
+
+
+def _error(name: str, code: int, message: str) -> type[EtcdError]:
+    return type(name, (EtcdError,), {"code": code, "message": message})
+
+
+C = GrpcCode
+# Request validation
+ErrEmptyKey = _error("ErrEmptyKey", C.INVALID_ARGUMENT, "etcdserver: key is not provided")
+ErrKeyNotFound = _error("ErrKeyNotFound", C.INVALID_ARGUMENT, "etcdserver: key not found")
+ErrValueProvided = _error("ErrValueProvided", C.INVALID_ARGUMENT, "etcdserver: value is provided")
+ErrLeaseProvided = _error("ErrLeaseProvided", C.INVALID_ARGUMENT, "etcdserver: lease is provided")
+ErrTooManyOps = _error("ErrTooManyOps", C.INVALID_ARGUMENT,
+                       "etcdserver: too many operations in txn request")
+ErrDuplicateKey = _error("ErrDuplicateKey", C.INVALID_ARGUMENT,
+                         "etcdserver: duplicate key given in txn request")
+ErrRequestTooLarge = _error("ErrRequestTooLarge", C.INVALID_ARGUMENT,
+                            "etcdserver: request is too large")
+ErrTooManyRequests = _error("ErrTooManyRequests", C.RESOURCE_EXHAUSTED,
+                            "etcdserver: too many requests")
+# MVCC
+ErrCompacted = _error("ErrCompacted", C.OUT_OF_RANGE,
+                      "etcdserver: mvcc: required revision has been compacted")
+ErrFutureRev = _error("ErrFutureRev", C.OUT_OF_RANGE,
+                      "etcdserver: mvcc: required revision is a future revision")
+ErrNoSpace = _error("ErrNoSpace", C.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+# Leases
+ErrLeaseNotFound = _error("ErrLeaseNotFound", C.NOT_FOUND, "etcdserver: requested lease not found")
+ErrLeaseExist = _error("ErrLeaseExist", C.FAILED_PRECONDITION, "etcdserver: lease already exists")
+ErrLeaseTTLTooLarge = _error("ErrLeaseTTLTooLarge", C.OUT_OF_RANGE, "etcdserver: too large lease TTL")
+# Watch
+ErrWatchCanceled = _error("ErrWatchCanceled", C.CANCELLED, "etcdserver: watch canceled")
+# Server state
+ErrNoLeader = _error("ErrNoLeader", C.UNAVAILABLE, "etcdserver: no leader")
+ErrNotLeader = _error("ErrNotLeader", C.FAILED_PRECONDITION, "etcdserver: not leader")
+ErrLeaderChanged = _error("ErrLeaderChanged", C.UNAVAILABLE, "etcdserver: leader changed")
+ErrStopped = _error("ErrStopped", C.UNAVAILABLE, "etcdserver: server stopped")
+ErrTimeout = _error("ErrTimeout", C.UNAVAILABLE, "etcdserver: request timed out")
+ErrCorrupt = _error("ErrCorrupt", C.DATA_LOSS, "etcdserver: corrupt cluster")
+ErrUnhealthy = _error("ErrUnhealthy", C.UNAVAILABLE, "etcdserver: unhealthy cluster")
+# Auth (enforced in the security issue; the strings are fixed now)
+ErrPermissionDenied = _error("ErrPermissionDenied", C.PERMISSION_DENIED,
+                             "etcdserver: permission denied")
+ErrInvalidAuthToken = _error("ErrInvalidAuthToken", C.UNAUTHENTICATED,
+                             "etcdserver: invalid auth token")
+ErrAuthNotEnabled = _error("ErrAuthNotEnabled", C.FAILED_PRECONDITION,
+                           "etcdserver: authentication is not enabled")
+del C
+
+
+def invalid_argument(message: str) -> EtcdError:
+    """A decoding error (bad JSON, bad base64, wrong type): code 3 with the given text."""
+    return EtcdError(message, GrpcCode.INVALID_ARGUMENT)
+
+
+class StorageCorruption(Exception):
+    """On-disk state that cannot be trusted (not a torn tail): the member must not start."""

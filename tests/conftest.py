@@ -1,0 +1,39 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from servers import EtcdProcess, FastkvProcess  # noqa: E402
+
+
+@pytest.fixture
+def fastkv_server():
+    """A fresh single-member fastkv on loopback, stopped after the test."""
+    srv = FastkvProcess().start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+@pytest.fixture
+def etcd_server():
+    """A fresh Debian etcd 3.4 on loopback, stopped after the test."""
+    srv = EtcdProcess().start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+@pytest.fixture(params=["fastkv", "etcd"])
+def any_server(request):
+    """The same test against fastkv and against etcd 3.4."""
+    cls = FastkvProcess if request.param == "fastkv" else EtcdProcess
+    srv = cls().start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
