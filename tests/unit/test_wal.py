@@ -1,0 +1,169 @@
+"""WAL: group-committed batches, replay, torn tails, corruption, segments."""
+import logging
+import os
+
+import pytest
+
+from fastkv.errors import StorageCorruption
+from fastkv.storage import _walcodec as codec
+from fastkv.storage.wal import WAL, Entry, HardState
+
+META = {"member_id": 1, "cluster_id": 2, "name": "t"}
+
+
+def make(tmp_path, **kw):
+    return WAL.create(str(tmp_path / "wal"), META, **kw)
+
+
+def entries(lo, hi, term=1, size=10):
+    return [Entry(term, i, 0, bytes([i % 251]) * size) for i in range(lo, hi + 1)]
+
+
+def test_create_save_reopen(tmp_path):
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 3), HardState(1, 1, 0))
+    wal.save_sync(entries(4, 10), HardState(1, 1, 3))
+    wal.close()
+    wal2, got = WAL.open(str(tmp_path / "wal"))
+    assert got.metadata == META
+    assert [e.index for e in got.entries] == list(range(1, 11))
+    assert got.entries[4].data == entries(5, 5)[0].data
+    assert got.hardstate == HardState(1, 1, 3)
+    # appends continue after the replayed end
+    wal2.save_sync(entries(11, 12), None)
+    wal2.close()
+    _, got = WAL.open(str(tmp_path / "wal"))
+    assert got.entries[-1].index == 12
+
+
+def test_one_write_and_one_fsync_per_batch(tmp_path):
+    wal = make(tmp_path)
+    before = wal.fsyncs
+    wal.save_sync(entries(1, 500), HardState(1, 1, 0))
+    assert wal.fsyncs == before + 1
+    wal.close()
+
+
+def test_conflicting_entries_replace_the_tail(tmp_path):
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 5, term=1), HardState(1, 1, 0))
+    wal.save_sync(entries(4, 6, term=2), HardState(2, 1, 0))
+    wal.close()
+    _, got = WAL.open(str(tmp_path / "wal"))
+    assert [(e.index, e.term) for e in got.entries] == [
+        (1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
+
+
+def _last_segment(tmp_path):
+    d = tmp_path / "wal"
+    return str(d / sorted(os.listdir(d))[-1])
+
+
+def _data_end(path):
+    with open(path, "rb") as f:
+        buf = f.read()
+    _recs, end, clean = codec.decode(buf, 0)
+    assert clean
+    return end
+
+
+@pytest.mark.parametrize("keep_fraction", [0.0, 0.3, 0.7, 0.99])
+def test_torn_tail_is_truncated_and_logged(tmp_path, caplog, keep_fraction):
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 20), HardState(1, 1, 0))
+    path = _last_segment(tmp_path)
+    good_end = _data_end(path)
+    wal.save_sync(entries(21, 40), HardState(1, 1, 20))  # the write "the crash interrupted"
+    wal.close()
+    end = _data_end(path)
+    # Keep only part of the last batch, as a crash mid-write would.
+    cut = good_end + int((end - good_end) * keep_fraction)
+    with open(path, "r+b") as f:
+        f.seek(cut)
+        f.write(bytes(end - cut))
+    with caplog.at_level(logging.WARNING, logger="fastkv.wal"):
+        wal2, got = WAL.open(str(tmp_path / "wal"))
+    assert [e.index for e in got.entries][:20] == list(range(1, 21))
+    assert all(e.index <= 40 for e in got.entries)
+    if keep_fraction > 0:  # part of the batch made it to disk: repaired, and said so
+        assert "torn tail" in caplog.text
+    # The log goes on cleanly after the repair.
+    nxt = got.entries[-1].index + 1
+    wal2.save_sync(entries(nxt, nxt + 2), None)
+    wal2.close()
+    _, again = WAL.open(str(tmp_path / "wal"))
+    assert [e.index for e in again.entries] == list(range(1, nxt + 3))
+
+
+def test_torn_page_inside_the_last_batch_is_a_torn_tail(tmp_path):
+    """A crash can persist later pages of the last write but not an earlier one."""
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 5), HardState(1, 1, 0))
+    path = _last_segment(tmp_path)
+    good_end = _data_end(path)
+    wal.save_sync(entries(6, 200, size=100), None)
+    wal.close()
+    with open(path, "r+b") as f:  # a hole in the middle of the last batch
+        f.seek(good_end + 4096)
+        f.write(bytes(4096))
+    _, got = WAL.open(str(tmp_path / "wal"))
+    assert got.entries[-1].index < 200
+    assert [e.index for e in got.entries][:5] == [1, 2, 3, 4, 5]
+
+
+def test_bit_flip_before_valid_records_is_corruption(tmp_path):
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 5), HardState(1, 1, 0))
+    wal.save_sync(entries(6, 10), HardState(1, 1, 5))
+    wal.save_sync(entries(11, 15), HardState(1, 1, 10))
+    wal.close()
+    path = _last_segment(tmp_path)
+    with open(path, "rb") as f:
+        buf = f.read()
+    recs, _end, _ = codec.decode(buf, 0)
+    victim = [r for r in recs if r[2] == codec.TYPE_ENTRY][7]  # an entry of the 2nd batch
+    with open(path, "r+b") as f:
+        f.seek(victim[0] + codec.HEADER_SIZE + 17)
+        byte = f.read(1)
+        f.seek(victim[0] + codec.HEADER_SIZE + 17)
+        f.write(bytes([byte[0] ^ 0x10]))
+    with pytest.raises(StorageCorruption) as exc:
+        WAL.open(str(tmp_path / "wal"))
+    assert os.path.basename(path) in str(exc.value)
+    assert f"offset {victim[0]}" in str(exc.value)
+
+
+def test_segments_roll_over_and_are_released(tmp_path):
+    wal = make(tmp_path, segment_bytes=4096)
+    for lo in range(1, 200, 10):
+        wal.save_sync(entries(lo, lo + 9, size=50), HardState(1, 1, lo - 1))
+    assert len(wal.segment_paths) > 3
+    wal.save_snapshot_marker(150, 1)
+    removed = wal.release_to(150)
+    assert removed >= 1
+    wal.close()
+    wal2, got = WAL.open(str(tmp_path / "wal"), segment_bytes=4096)
+    assert got.snapshot_index == 150
+    assert got.entries[0].index == 151 and got.entries[-1].index == 200
+    wal2.close()
+
+
+def test_corruption_in_an_older_segment_refuses(tmp_path):
+    wal = make(tmp_path, segment_bytes=4096)
+    for lo in range(1, 100, 10):
+        wal.save_sync(entries(lo, lo + 9, size=50), None)
+    wal.close()
+    first = str(tmp_path / "wal" / sorted(os.listdir(tmp_path / "wal"))[0])
+    with open(first, "r+b") as f:
+        f.seek(200)
+        b = f.read(1)
+        f.seek(200)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(StorageCorruption):
+        WAL.open(str(tmp_path / "wal"), segment_bytes=4096)
+
+
+def test_preallocated_segment(tmp_path):
+    wal = make(tmp_path, segment_bytes=1 << 20)
+    assert os.path.getsize(wal.segment_paths[0]) == 1 << 20
+    wal.close()
