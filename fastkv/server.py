@@ -76,8 +76,9 @@ class Server:
             snap_index = snap_term = 0
             if snap is not None:
                 snap_term, snap_index, state = snap
+                # Leases first: restoring the store re-attaches keys to them.
+                self.lessor.restore_snapshot_state(state["lessor"])
                 self.store = KVStore.from_snapshot_state(state["store"], self.lessor)
-                self.lessor.restore(state["lessor"])
             else:
                 self.store = KVStore(self.lessor)
             entries = [e for e in contents.entries if e.index > snap_index]
@@ -262,12 +263,6 @@ class Server:
 
     async def txn(self, req: dict) -> dict:
         validation.check_txn(req, self.cfg.max_txn_ops)
-        if validation.txn_is_read_only(req):
-            # etcd serves read-only txns like reads: no log entry.
-            if not req.get("serializable", False):
-                await self._linearizable()
-            resp, _events = self.store.txn(req)
-            return self._with_header(resp)
         return self._with_header(await self._propose(requests.TXN, req))
 
     async def compact(self, req: dict) -> dict:
