@@ -333,11 +333,17 @@ class Server:
         return WatchStream(self.hub, self.header, progress_interval=PROGRESS_NOTIFY_SECONDS)
 
     async def status(self, req: dict | None = None) -> dict:
-        size = self.store.size_bytes()
+        size = self.db_size()
         return {"header": self.header(), "version": ETCD_SERVER_VERSION, "dbSize": size,
                 "leader": self.member_id if self.core.is_leader else 0,
                 "raftIndex": self.core.commit, "raftTerm": self.core.term,
                 "raftAppliedIndex": self.core.applied, "dbSizeInUse": size}
+
+    def db_size(self) -> int:
+        """Bytes of state on disk: the newest snapshot plus the WAL written since."""
+        files = self.snapshotter.files()
+        snap = os.path.getsize(files[-1][2]) if files else 0
+        return snap + self.wal.bytes_since_snapshot
 
     def version_info(self) -> dict:
         return {"etcdserver": ETCD_SERVER_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION}

@@ -102,6 +102,7 @@ class WAL:
         self._hardstate = HardState()
         self._lock = threading.Lock()  # one writer at a time (the node also serialises)
         self.bytes_written = 0
+        self.bytes_since_snapshot = 0   # record bytes after the newest snapshot marker
         self.fsyncs = 0
 
     # ---- creation and opening -------------------------------------------------
@@ -299,6 +300,7 @@ class WAL:
             buf = codec.encode_batch(
                 self._batch_seq, [(codec.TYPE_SNAPSHOT, codec.encode_snapshot(index, term))])
             self._write(buf, self._last_index + 1)
+            self.bytes_since_snapshot = 0
 
     def _write(self, buf: bytes, first_index: int) -> None:
         if self._offset + len(buf) > self.segment_bytes:
@@ -310,6 +312,7 @@ class WAL:
         os.fdatasync(self._fd)
         self._offset += len(buf)
         self.bytes_written += len(buf)
+        self.bytes_since_snapshot += len(buf)
         self.fsyncs += 1
 
     async def save(self, entries: list[Entry], hardstate: HardState | None) -> None:

@@ -1,0 +1,536 @@
+"""Watchers: live fan-out of applied changes and catch-up from the store's history.
+
+Two classes, as etcd 3.4's mvcc/watchable_store.go and v3rpc/watch.go:
+
+:class:`WatchHub`
+    every watcher of the member. The applier calls ``notify(rev, events)``
+    after each applied write (events as ``KVStore`` returns them, in order).
+    A *synced* watcher gets the matching events of that revision in one
+    response. A watcher that starts below the current revision is *unsynced*:
+    it catches up from ``KVStore.events_since`` (up to 1000 revisions per
+    response, as etcd's watchBatchMaxRevs) and then joins the synced set. Both
+    happen in the event loop's thread, without awaiting in between, so the
+    seam is exact: the catch-up reads up to the store's revision R and the
+    watcher then takes live events from R+1 on (``notify`` also skips any
+    revision below a watcher's next revision). A watcher whose consumer lets
+    ``max_pending`` responses pile up is moved back to unsynced and catches up
+    from history once the consumer drains (etcd's "victims"): the applier never
+    waits and no event is dropped. A watcher whose next revision falls below
+    the compact revision gets etcd's compacted response (``compact_revision``
+    set, canceled) and is removed.
+
+:class:`WatchStream`
+    one client stream with many watches (the JSON gateway's /v3/watch, gRPC
+    Watch): ``await handle(request)`` for create/cancel/progress requests,
+    ``async for resp in responses()`` for WatchResponse dicts, ``close()``.
+
+Responses are dicts in etcd's shape: ``{"header", "watch_id", "created",
+"canceled", "compact_revision", "cancel_reason", "events", "fragment"}`` with
+fields at their default left out, except ``watch_id`` which is always there
+(the JSON adapter drops a 0 like grpc-gateway does).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable
+
+__all__ = ["WatchHub", "WatchStream", "Watcher", "FILTER_NOPUT", "FILTER_NODELETE",
+           "AUTO_WATCH_ID", "INVALID_WATCH_ID", "WATCH_BATCH_MAX_REVS",
+           "DEFAULT_PROGRESS_INTERVAL", "DEFAULT_MAX_REQUEST_BYTES"]
+
+FILTER_NOPUT = 0
+FILTER_NODELETE = 1
+AUTO_WATCH_ID = 0  # clientv3.AutoWatchID
+INVALID_WATCH_ID = -1  # clientv3.InvalidWatchID
+WATCH_BATCH_MAX_REVS = 1000  # etcd's watchBatchMaxRevs
+DEFAULT_MAX_PENDING = 128  # responses queued for one watcher before it is moved to unsynced
+DEFAULT_PROGRESS_INTERVAL = 600.0  # etcd's default progress report interval (10 minutes)
+DEFAULT_MAX_REQUEST_BYTES = 1572864  # etcd's --max-request-bytes default, used for fragments
+
+# mvcc errors a watch can be canceled with (their strings are the cancel_reason)
+ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
+ERR_WATCHER_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+
+_PUT, _DELETE = 0, 1
+
+
+class Watcher:
+    """One watch: a key or range, the next revision it needs, its options."""
+
+    __slots__ = ("id", "key", "end", "min_rev", "no_put", "no_delete", "prev_kv",
+                 "fragment", "progress_notify", "stream", "synced", "pending",
+                 "canceled", "progress_due")
+
+    def __init__(self, watch_id: int, key: bytes, end, min_rev: int, filters, prev_kv: bool,
+                 fragment: bool, progress_notify: bool, stream):
+        self.id = watch_id
+        self.key = key
+        self.end = end  # None: the single key; b"": every key >= key; else [key, end)
+        self.min_rev = min_rev  # the first revision this watcher has not been sent
+        self.no_put = FILTER_NOPUT in filters
+        self.no_delete = FILTER_NODELETE in filters
+        self.prev_kv = prev_kv
+        self.fragment = fragment
+        self.progress_notify = progress_notify
+        self.stream = stream
+        self.synced = False
+        self.pending = 0  # responses queued in the stream, not yet taken by the consumer
+        self.canceled = False
+        self.progress_due = True  # etcd's progress[id]: no event sent since the last tick
+
+    def matches(self, key: bytes) -> bool:
+        end = self.end
+        if end is None:
+            return key == self.key
+        return key >= self.key and (not end or key < end)
+
+    def __repr__(self):
+        return (f"Watcher(id={self.id}, key={self.key!r}, end={self.end!r}, "
+                f"min_rev={self.min_rev}, synced={self.synced})")
+
+
+class WatchHub:
+    """All watchers of a member (see the module docstring)."""
+
+    def __init__(self, store, header_fn: Callable[[int], dict],
+                 max_pending: int = DEFAULT_MAX_PENDING,
+                 batch_max_revs: int = WATCH_BATCH_MAX_REVS):
+        self.store = store
+        self.header_fn = header_fn
+        self.max_pending = max_pending
+        self.batch_max_revs = batch_max_revs
+        self._key_watchers: dict[bytes, set] = {}  # synced single-key watchers
+        self._range_watchers: set = set()  # synced range watchers
+        self._unsynced: set = set()
+        self._sync_scheduled = False
+        self.notified_rev = store.rev  # the last revision notify() has seen
+
+    # ------------------------------------------------------------ membership
+
+    def __len__(self) -> int:
+        return (sum(len(s) for s in self._key_watchers.values()) + len(self._range_watchers)
+                + len(self._unsynced))
+
+    @property
+    def unsynced_count(self) -> int:
+        return len(self._unsynced)
+
+    def add(self, w: Watcher, start_rev: int) -> None:
+        """Register a watcher starting at ``start_rev`` (0: from the next revision)."""
+        cur = self.store.rev
+        if start_rev == 0 or start_rev > cur:
+            w.min_rev = max(cur + 1, start_rev)
+            self._add_synced(w)
+        else:
+            w.min_rev = start_rev
+            w.synced = False
+            self._unsynced.add(w)
+            self._schedule_sync()
+
+    def remove(self, w: Watcher) -> None:
+        w.canceled = True
+        if w.synced:
+            self._remove_synced(w)
+        else:
+            self._unsynced.discard(w)
+
+    def _add_synced(self, w: Watcher) -> None:
+        w.synced = True
+        if w.end is None:
+            s = self._key_watchers.get(w.key)
+            if s is None:
+                self._key_watchers[w.key] = {w}
+            else:
+                s.add(w)
+        else:
+            self._range_watchers.add(w)
+
+    def _remove_synced(self, w: Watcher) -> None:
+        w.synced = False
+        if w.end is None:
+            s = self._key_watchers.get(w.key)
+            if s is not None:
+                s.discard(w)
+                if not s:
+                    del self._key_watchers[w.key]
+        else:
+            self._range_watchers.discard(w)
+
+    # ---------------------------------------------------------------- notify
+
+    def notify(self, rev: int, events: list) -> None:
+        """Fan the events of one applied revision out to the synced watchers."""
+        if rev > self.notified_rev:
+            self.notified_rev = rev
+        key_watchers = self._key_watchers
+        range_watchers = self._range_watchers
+        if not key_watchers and not range_watchers:
+            return
+        batches: dict = {}
+        for ev in events:
+            key = ev["kv"]["key"]
+            if key_watchers:
+                ws = key_watchers.get(key)
+                if ws:
+                    for w in ws:
+                        b = batches.get(w)
+                        if b is None:
+                            batches[w] = [ev]
+                        else:
+                            b.append(ev)
+            if range_watchers:
+                for w in range_watchers:
+                    if key >= w.key and (not w.end or key < w.end):
+                        b = batches.get(w)
+                        if b is None:
+                            batches[w] = [ev]
+                        else:
+                            b.append(ev)
+        if not batches:
+            return
+        max_pending = self.max_pending
+        for w, evs in batches.items():
+            if rev < w.min_rev:
+                continue  # already sent by its catch-up (don't double notify)
+            if w.pending >= max_pending:
+                # slow consumer: catch this revision up from history later
+                self._remove_synced(w)
+                w.min_rev = rev
+                self._unsynced.add(w)
+                continue
+            w.min_rev = rev + 1
+            w.stream._send_events(w, rev, _select(w, evs))
+        if self._unsynced:
+            self._schedule_sync()
+
+    # ------------------------------------------------------------- catch-up
+
+    def _schedule_sync(self) -> None:
+        if self._sync_scheduled or not self._unsynced:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.sync()  # no event loop (plain synchronous use): catch up now
+            return
+        self._sync_scheduled = True
+        loop.call_soon(self._run_sync)
+
+    def _run_sync(self) -> None:
+        self._sync_scheduled = False
+        if self.sync():
+            self._schedule_sync()
+
+    def sync(self) -> bool:
+        """One catch-up pass over the unsynced watchers that have room.
+
+        Returns True if a watcher that has room still has history to catch up.
+        """
+        if not self._unsynced:
+            return False
+        store = self.store
+        cur = store.rev
+        compact_rev = store.compact_rev
+        max_pending = self.max_pending
+        more = False
+        for w in list(self._unsynced):
+            if w.pending >= max_pending:
+                continue  # resumed by the stream when its consumer drains
+            if w.min_rev < compact_rev:
+                self._unsynced.discard(w)
+                w.stream._send_compacted(w, compact_rev)
+                continue
+            if w.min_rev > cur:
+                self._unsynced.discard(w)
+                self._add_synced(w)
+                w.stream._on_synced()
+                continue
+            records, next_rev = store.events_since(w.min_rev, cur, self.batch_max_revs)
+            evs = []
+            match = w.matches
+            event_of = store.event_of
+            no_put, no_delete, prev_kv = w.no_put, w.no_delete, w.prev_kv
+            for packed, rec in records:
+                if not match(rec[0]):
+                    continue
+                if rec[1] is None:
+                    if no_delete:
+                        continue
+                elif no_put:
+                    continue
+                evs.append(event_of(packed, rec, prev_kv))
+            w.min_rev = next_rev
+            if evs:
+                w.stream._send_events(w, cur, evs)
+            if next_rev > cur:
+                self._unsynced.discard(w)
+                self._add_synced(w)
+                w.stream._on_synced()
+            elif w.pending < max_pending:
+                more = True
+        return more
+
+    def _resume(self, w: Watcher) -> None:
+        """The consumer took responses of an unsynced watcher: catch it up again."""
+        if w in self._unsynced:
+            self._schedule_sync()
+
+    def all_synced(self, watchers) -> bool:
+        return not any(w in self._unsynced for w in watchers)
+
+
+def _select(w: Watcher, evs: list) -> list:
+    """Apply a watcher's filters and prev_kv choice to live events."""
+    if not (w.no_put or w.no_delete) and w.prev_kv:
+        return evs
+    out = []
+    for ev in evs:
+        if ev["type"] == _PUT:
+            if w.no_put:
+                continue
+        elif w.no_delete:
+            continue
+        if not w.prev_kv and "prev_kv" in ev:
+            ev = {"type": ev["type"], "kv": ev["kv"]}
+        out.append(ev)
+    return out
+
+
+def _event_size(ev: dict) -> int:
+    kv = ev["kv"]
+    n = 48 + len(kv["key"]) + len(kv.get("value", b""))
+    p = ev.get("prev_kv")
+    if p is not None:
+        n += 40 + len(p["key"]) + len(p.get("value", b""))
+    return n
+
+
+class WatchStream:
+    """One client watch stream (see the module docstring)."""
+
+    def __init__(self, hub: WatchHub, header_fn: Callable[[int], dict] | None = None,
+                 progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+        self.hub = hub
+        self.header_fn = header_fn or hub.header_fn
+        self.progress_interval = progress_interval
+        self.max_request_bytes = max_request_bytes
+        self._watchers: dict[int, Watcher] = {}
+        self._next_id = 0
+        self._queue: deque = deque()  # (watcher or None, response)
+        self._wakeup: asyncio.Event | None = None
+        self._closed = False
+        self._progress_task: asyncio.Task | None = None
+        self._progress_pending = False  # a progress_request waits for all watchers to sync
+
+    # --------------------------------------------------------------- requests
+
+    async def handle(self, req: dict) -> None:
+        """Apply one WatchRequest: create_request, cancel_request or progress_request."""
+        if self._closed:
+            return
+        c = req.get("create_request")
+        if c is not None:
+            self._create(c)
+            return
+        c = req.get("cancel_request")
+        if c is not None:
+            self.cancel(c.get("watch_id", 0))
+            return
+        if req.get("progress_request") is not None:
+            self._progress_request()
+        # anything else is ignored, as etcd does
+
+    def _create(self, c: dict) -> None:
+        hub = self.hub
+        key = c.get("key") or b"\0"  # \x00 is the smallest key
+        end = c.get("range_end") or None
+        if end == b"\0":
+            end = b""  # every key >= key
+        wsrev = hub.store.rev
+        err = None
+        if end and key >= end:
+            err = ERR_EMPTY_WATCHER_RANGE
+        wid = c.get("watch_id", AUTO_WATCH_ID)
+        if err is None:
+            if wid == AUTO_WATCH_ID:
+                while self._next_id in self._watchers:
+                    self._next_id += 1
+                wid = self._next_id
+                self._next_id += 1
+            elif wid in self._watchers:
+                err = ERR_WATCHER_DUPLICATE_ID
+        if err is not None:
+            self._push(None, {"header": self.header_fn(wsrev), "watch_id": INVALID_WATCH_ID,
+                              "created": True, "canceled": True, "cancel_reason": err})
+            return
+        start_rev = c.get("start_revision", 0)
+        if start_rev == 0:
+            start_rev = wsrev + 1
+        w = Watcher(wid, key, end, start_rev, c.get("filters") or (), bool(c.get("prev_kv")),
+                    bool(c.get("fragment")), bool(c.get("progress_notify")), self)
+        self._watchers[wid] = w
+        # the created response goes first: the watcher's events can only be
+        # queued after it (live ones by notify, history by the sync pass)
+        self._push(None, {"header": self.header_fn(wsrev), "watch_id": wid, "created": True})
+        hub.add(w, start_rev)
+        if w.progress_notify and self._progress_task is None and self.progress_interval > 0:
+            self._progress_task = asyncio.get_running_loop().create_task(self._progress_loop())
+
+    def cancel(self, watch_id: int) -> bool:
+        """Cancel one watch; queues etcd's canceled response. False if unknown."""
+        w = self._watchers.pop(watch_id, None)
+        if w is None:
+            return False
+        self.hub.remove(w)
+        self._push(None, {"header": self.header_fn(self.hub.store.rev), "watch_id": watch_id,
+                          "canceled": True})
+        self._check_progress_pending()
+        return True
+
+    def _progress_request(self) -> None:
+        if self.hub.all_synced(self._watchers.values()):
+            self._push(None, {"header": self.header_fn(self.hub.notified_rev),
+                              "watch_id": INVALID_WATCH_ID})
+        else:
+            self._progress_pending = True
+
+    def _check_progress_pending(self) -> None:
+        if self._progress_pending and self.hub.all_synced(self._watchers.values()):
+            self._progress_pending = False
+            self._push(None, {"header": self.header_fn(self.hub.notified_rev),
+                              "watch_id": INVALID_WATCH_ID})
+
+    async def _progress_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.progress_interval)
+            self.progress_tick()
+
+    def progress_tick(self) -> None:
+        """One tick of etcd's progress ticker: an empty response to each
+        progress_notify watcher that is synced and got no event since the last tick."""
+        rev = self.hub.notified_rev
+        for w in list(self._watchers.values()):
+            if not w.progress_notify:
+                continue
+            if w.progress_due and w.synced:
+                self._push(w, {"header": self.header_fn(rev), "watch_id": w.id})
+            w.progress_due = True
+
+    # ------------------------------------------------------------- from the hub
+
+    def _send_events(self, w: Watcher, rev: int, evs: list) -> None:
+        if not evs:
+            return
+        w.progress_due = False
+        self._push(w, {"header": self.header_fn(rev), "watch_id": w.id, "events": evs})
+
+    def _send_compacted(self, w: Watcher, compact_rev: int) -> None:
+        # etcd's compacted WatchResponse has Revision 0, so the header revision is 0
+        self._watchers.pop(w.id, None)
+        w.canceled = True
+        self._push(None, {"header": self.header_fn(0), "watch_id": w.id,
+                          "compact_revision": compact_rev, "canceled": True})
+        self._check_progress_pending()
+
+    def _on_synced(self) -> None:
+        self._check_progress_pending()
+
+    # ---------------------------------------------------------------- output
+
+    def _push(self, w: Watcher | None, resp: dict) -> None:
+        if self._closed:
+            return
+        if w is not None:
+            w.pending += 1
+        self._queue.append((w, resp))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def pending(self) -> int:
+        """Responses queued and not yet taken."""
+        return len(self._queue)
+
+    def get_nowait(self) -> dict | None:
+        """The next response if one is queued (fragments not applied), else None."""
+        while self._queue:
+            w, resp = self._queue.popleft()
+            if w is not None:
+                w.pending -= 1
+                if w.canceled:
+                    continue
+                if not w.synced:
+                    self.hub._resume(w)
+            return resp
+        return None
+
+    async def responses(self):
+        """Yield WatchResponse dicts until :meth:`close`."""
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        queue = self._queue
+        while True:
+            while queue:
+                w, resp = queue.popleft()
+                if w is not None:
+                    w.pending -= 1
+                    if w.canceled:
+                        continue
+                    if not w.synced:
+                        self.hub._resume(w)
+                    if w.fragment and len(resp.get("events", ())) > 1:
+                        for part in self._fragments(resp):
+                            yield part
+                        continue
+                yield resp
+            if self._closed:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _fragments(self, resp: dict):
+        """etcd's sendFragments: split a large response, ``fragment`` on all but the last."""
+        evs = resp["events"]
+        limit = self.max_request_bytes
+        sizes = [_event_size(ev) for ev in evs]
+        if sum(sizes) + 64 < limit:
+            yield resp
+            return
+        base = {k: v for k, v in resp.items() if k != "events"}
+        i = 0
+        n = len(evs)
+        while i < n:
+            j = i + 1  # at least one event per fragment
+            size = 64 + sizes[i]
+            while j < n and size + sizes[j] < limit:
+                size += sizes[j]
+                j += 1
+            part = dict(base)
+            part["events"] = evs[i:j]
+            if j < n:
+                part["fragment"] = True
+            yield part
+            i = j
+
+    def close(self) -> None:
+        """Cancel every watch of the stream and end :meth:`responses`."""
+        if self._closed:
+            return
+        for w in self._watchers.values():
+            self.hub.remove(w)
+        self._watchers.clear()
+        self._queue.clear()
+        self._closed = True
+        if self._progress_task is not None:
+            self._progress_task.cancel()
+            self._progress_task = None
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def watch_ids(self) -> list:
+        return list(self._watchers)
