@@ -40,7 +40,7 @@ HTTP_STATUS_FOR_GRPC_CODE = {
     GrpcCode.PERMISSION_DENIED: 403,
     GrpcCode.UNAUTHENTICATED: 401,
     GrpcCode.RESOURCE_EXHAUSTED: 429,
-    GrpcCode.FAILED_PRECONDITION: 400,
+    GrpcCode.FAILED_PRECONDITION: 412,  # grpc-gateway answers 412 (checked against etcd)
     GrpcCode.ABORTED: 409,
     GrpcCode.OUT_OF_RANGE: 400,
     GrpcCode.UNIMPLEMENTED: 501,

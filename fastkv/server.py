@@ -226,7 +226,9 @@ class Server:
     async def _linearizable(self) -> None:
         """ReadIndex: the commit index now; return once it is applied."""
         index = self.core.commit
-        if self.core.applied >= index:
+        # The applier's index, not core.applied: the core hears of an apply only at
+        # the next advance, while waiters are woken as entries are applied.
+        if self.applier.applied_index >= index:
             return
         fut = asyncio.get_running_loop().create_future()
         self._apply_waiters.append((index, fut))
@@ -337,7 +339,7 @@ class Server:
         return {"header": self.header(), "version": ETCD_SERVER_VERSION, "dbSize": size,
                 "leader": self.member_id if self.core.is_leader else 0,
                 "raftIndex": self.core.commit, "raftTerm": self.core.term,
-                "raftAppliedIndex": self.core.applied, "dbSizeInUse": size}
+                "raftAppliedIndex": self.applier.applied_index, "dbSizeInUse": size}
 
     def db_size(self) -> int:
         """Bytes of state on disk: the newest snapshot plus the WAL written since."""

@@ -1,0 +1,434 @@
+"""The HTTP/1.1 front: an asyncio.Protocol on httptools' C parser (uvicorn's style).
+
+One ``HttpProtocol`` per connection. The parser's callbacks build requests;
+requests are answered strictly in arrival order (pipelining), one at a time
+per connection, by a single runner task that drains the connection's queue.
+Unary routes get their whole body; streaming routes (/v3/watch,
+/v3/lease/keepalive) start as soon as their headers are in and read the body
+as it arrives, answering with a chunked stream.
+
+Back-pressure: reading pauses while the transport's write buffer is above its
+high-water mark, while too many pipelined requests wait, and while a stream's
+unread body is large; it resumes when the cause is gone. A unary body larger
+than the cap is counted and dropped, never buffered, and answered with
+gRPC's "received message larger than max" as etcd does; the connection stays
+usable. When the client goes away, a running stream is cancelled (its
+WatchStream closed); a unary call in flight completes and its answer is
+dropped, so a proposal is never abandoned half way.
+
+Response bytes copy etcd's Go stack: header sets and order per kind of answer
+(see v3_gateway.K_*), Content-Length up to 2048 body bytes and chunked above
+(Go's response buffer), chunked + Grpc-Trailer-Content-Type for failed calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from email.utils import formatdate
+
+import httptools
+
+from fastkv.api import v3_gateway as gw
+from fastkv.errors import EtcdError, GrpcCode
+
+log = logging.getLogger(__name__)
+
+__all__ = ["start_http_server", "HttpProtocol"]
+
+_CORS = (b"Access-Control-Allow-Headers: accept, content-type, authorization\r\n"
+         b"Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n"
+         b"Access-Control-Allow-Origin: *\r\n")
+_JSON = b"Content-Type: application/json\r\n"
+_GRPC_MD = b"Grpc-Metadata-Content-Type: application/grpc\r\n"
+_TEXT = b"Content-Type: text/plain; charset=utf-8\r\n"
+_NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
+
+# Header lines before Date (Go sorts them), and lines Go adds after Content-Length.
+_KIND_HEADERS = {
+    gw.K_OK: (_CORS + _JSON + _GRPC_MD, b""),
+    gw.K_DECODE_ERR: (_CORS + _JSON, b""),
+    gw.K_RPC_ERR: (_CORS + _JSON + b"Trailer: Grpc-Trailer-Content-Type\r\n", b""),
+    gw.K_TEXT: (_CORS + _TEXT + _NOSNIFF, b""),
+    gw.K_TEXT_ALLOW_GET: (_CORS + b"Allow: GET\r\n" + _TEXT + _NOSNIFF, b""),
+    gw.K_HEALTH: (_CORS, _TEXT),
+    gw.K_VERSION: (_CORS + _JSON, b""),
+    gw.K_EMPTY: (_CORS, b""),
+}
+_STREAM_HEADERS = _CORS + _JSON + _GRPC_MD
+_RPC_TRAILER = b"0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n"
+_CHUNKED_END = b"0\r\n\r\n"
+_BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Connection: close\r\n\r\n400 Bad Request")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Go's http.response buffers 2048 bytes: a body that fits gets a Content-Length.
+GO_BUFFER_BEFORE_CHUNKING = 2048
+MAX_PIPELINED = 64
+STREAM_READ_HIGH_WATER = 1 << 20
+
+_prefix_cache: dict = {}
+
+
+def _prefix(status: int, kind: int) -> tuple[bytes, bytes]:
+    key = (status, kind)
+    p = _prefix_cache.get(key)
+    if p is None:
+        before, after = _KIND_HEADERS[kind] if kind is not None else (_STREAM_HEADERS, b"")
+        line = b"HTTP/1.1 %d %s\r\n" % (status, gw.STATUS_TEXT.get(status, "status code %d" % status).encode())
+        p = _prefix_cache[key] = (line + before + b"Date: ", after)
+    return p
+
+
+_date = [0, b""]
+
+
+def http_date() -> bytes:
+    """The Date header value, formatted once per second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0] = now
+        _date[1] = formatdate(now, usegmt=True).encode()
+    return _date[1]
+
+
+def build_response(status: int, kind: int, body: bytes, close: bool = False,
+                   head: bool = False) -> bytes:
+    """One answer as the bytes etcd's Go server would send."""
+    pre, after = _prefix(status, kind)
+    conn = b"Connection: close\r\n" if close else b""
+    if kind == gw.K_RPC_ERR:
+        out = (pre + http_date() + b"\r\n" + conn + b"Transfer-Encoding: chunked\r\n\r\n")
+        if head:
+            return out
+        return out + b"%x\r\n" % len(body) + body + b"\r\n" + _RPC_TRAILER
+    n = len(body)
+    if n <= GO_BUFFER_BEFORE_CHUNKING:
+        out = pre + http_date() + b"\r\nContent-Length: %d\r\n" % n + after + conn + b"\r\n"
+        return out if head else out + body
+    out = pre + http_date() + b"\r\n" + after + conn + b"Transfer-Encoding: chunked\r\n\r\n"
+    if head:
+        return out
+    return out + b"%x\r\n" % n + body + b"\r\n" + _CHUNKED_END
+
+
+class _Request:
+    __slots__ = ("method", "route", "keep_alive", "body", "size", "too_large", "ctx", "head")
+
+    def __init__(self, method, route, keep_alive):
+        self.method = method
+        self.route = route
+        self.keep_alive = keep_alive
+        self.body = []
+        self.size = 0
+        self.too_large = False
+        self.ctx = None
+        self.head = method == b"HEAD"
+
+
+class StreamContext:
+    """What a streaming handler sees: the request body as it arrives, a chunked answer."""
+
+    def __init__(self, proto: "HttpProtocol", req: _Request):
+        self.proto = proto
+        self.req = req
+        self.chunks: deque = deque()
+        self.buffered = 0
+        self.eof = False
+        self.done = False
+        self.started = False
+        self.responded = False
+        self._waiter = None
+
+    # fed by the parser
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > STREAM_READ_HIGH_WATER:
+            self.proto.pause_reading("stream")
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self.eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next piece of the request body; b"" when it has ended."""
+        while not self.chunks:
+            if self.eof:
+                return b""
+            self._waiter = self.proto.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = self.chunks.popleft()
+        self.buffered -= len(data)
+        if self.buffered <= STREAM_READ_HIGH_WATER // 2:
+            self.proto.resume_reading("stream")
+        return data
+
+    async def send(self, data: bytes, status: int = 200) -> None:
+        """Write one chunk (the response head goes first, with `status`), then honour back-pressure."""
+        p = self.proto
+        if p.closed:
+            raise ConnectionResetError("client went away")
+        if not self.started:
+            self.started = True
+            pre, _ = _prefix(status, None)
+            p.transport.write(pre + http_date() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              + b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            p.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        await p.drain()
+
+    async def respond(self, status: int, kind: int, body: bytes) -> None:
+        """Answer with a single response instead of a stream (before any chunk)."""
+        self.responded = True
+        self.proto.write_response(self.req, status, kind, body)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self.proto.closed_future)
+
+    def finish(self) -> None:
+        self.done = True
+        self.chunks.clear()
+        self.proto.resume_reading("stream")
+        if self.responded or self.proto.closed:
+            return
+        if not self.started:
+            pre, _ = _prefix(200, None)
+            self.proto.transport.write(pre + http_date()
+                                       + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED_END)
+        else:
+            self.proto.transport.write(_CHUNKED_END)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server, loop):
+        self.server = server
+        self.loop = loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.url = b""
+        self.expect_continue = False
+        self.req: _Request | None = None
+        self.queue: deque = deque()
+        self.busy = False
+        self.task = None
+        self.current: _Request | None = None
+        self.closed = False
+        self.closed_future = loop.create_future()
+        self.write_paused = False
+        self.drain_waiters: list = []
+        self.read_pauses: set = set()
+        limit = server.cfg.max_request_bytes + gw.GRPC_OVERHEAD_BYTES
+        self.grpc_limit = limit
+        # The largest unary body buffered: any message under the gRPC limit fits
+        # in it as base64 JSON with room to spare.
+        self.body_cap = 4 * limit + 65536
+
+    # -- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.closed = True
+        if not self.closed_future.done():
+            self.closed_future.set_result(None)
+        for w in self.drain_waiters:
+            if not w.done():
+                w.set_exception(ConnectionResetError("client went away"))
+        self.drain_waiters.clear()
+        cur = self.current
+        if self.task is not None and cur is not None and cur.ctx is not None:
+            self.task.cancel()  # a stream ends with its client
+        self.queue.clear()
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._bad_request()
+        except httptools.HttpParserError:
+            self._bad_request()
+
+    def pause_writing(self):
+        self.write_paused = True
+        self.pause_reading("write")
+
+    def resume_writing(self):
+        self.write_paused = False
+        self.resume_reading("write")
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    # -- flow control -----------------------------------------------------
+    def pause_reading(self, reason: str) -> None:
+        if not self.read_pauses and not self.closed:
+            self.transport.pause_reading()
+        self.read_pauses.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self.read_pauses:
+            self.read_pauses.discard(reason)
+            if not self.read_pauses and not self.closed:
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("client went away")
+        if self.write_paused:
+            w = self.loop.create_future()
+            self.drain_waiters.append(w)
+            await w
+
+    # -- parser callbacks -------------------------------------------------
+    def on_message_begin(self):
+        self.url = b""
+        self.expect_continue = False
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        if len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+
+    def on_headers_complete(self):
+        url = self.url
+        if url[:1] != b"/":
+            try:
+                url = httptools.parse_url(url).path or b"/"
+            except httptools.HttpParserInvalidURLError:
+                url = b"/"
+        q = url.find(b"?")
+        path = (url if q < 0 else url[:q]).decode("latin-1")
+        method = self.parser.get_method()
+        req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive())
+        self.req = req
+        route = req.route
+        if len(route) == 2:
+            if self.expect_continue:
+                self.transport.write(_CONTINUE)
+            if route[1]:
+                req.ctx = StreamContext(self, req)
+                self._enqueue(req)
+
+    def on_body(self, body):
+        req = self.req
+        if req.ctx is not None:
+            req.ctx.feed(body)
+            return
+        req.size += len(body)
+        if req.too_large:
+            return
+        if req.size > self.body_cap:
+            req.too_large = True
+            req.body = None
+        else:
+            req.body.append(body)
+
+    def on_message_complete(self):
+        req = self.req
+        self.req = None
+        if req.ctx is not None:
+            req.ctx.feed_eof()
+        else:
+            self._enqueue(req)
+
+    # -- running requests in order ----------------------------------------
+    def _enqueue(self, req: _Request) -> None:
+        if self.closed:
+            return
+        if not self.busy:
+            self.busy = True
+            self.task = self.loop.create_task(self._run(req))
+        else:
+            self.queue.append(req)
+            if len(self.queue) >= MAX_PIPELINED:
+                self.pause_reading("pipeline")
+
+    async def _run(self, req: _Request) -> None:
+        try:
+            while True:
+                self.current = req
+                route = req.route
+                if len(route) == 3:
+                    self.write_response(req, *route)
+                elif req.ctx is not None:
+                    ctx = req.ctx
+                    try:
+                        await route[0](self.server, ctx)
+                    except ConnectionResetError:
+                        return
+                    finally:
+                        ctx.finish()
+                elif req.too_large:
+                    err = gw.message_too_large(req.size, self.grpc_limit)
+                    self.write_response(req, *gw.rpc_error(err))
+                else:
+                    body = req.body
+                    body = body[0] if len(body) == 1 else b"".join(body)
+                    try:
+                        status, kind, out = await route[0](self.server, body)
+                    except Exception as e:  # a bug below us: answer like gRPC's Unknown
+                        log.exception("handler failed")
+                        status, kind, out = gw.rpc_error(EtcdError(str(e), GrpcCode.UNKNOWN))
+                    self.write_response(req, status, kind, out)
+                if self.closed:
+                    return
+                if not req.keep_alive:
+                    self.transport.close()
+                    return
+                if self.write_paused:
+                    await self.drain()
+                if not self.queue:
+                    return
+                req = self.queue.popleft()
+                if len(self.queue) < MAX_PIPELINED // 2:
+                    self.resume_reading("pipeline")
+        except (asyncio.CancelledError, ConnectionResetError):
+            pass
+        finally:
+            self.current = None
+            self.busy = False
+            self.task = None
+            if self.queue and not self.closed:  # only after a cancelled stream
+                nxt = self.queue.popleft()
+                self._enqueue(nxt)
+
+    def write_response(self, req: _Request, status: int, kind: int, body: bytes) -> None:
+        if self.closed:
+            return
+        self.transport.write(build_response(status, kind, body, close=not req.keep_alive,
+                                            head=req.head))
+
+    def _bad_request(self) -> None:
+        if not self.closed:
+            self.transport.write(_BAD_REQUEST)
+            self.transport.close()
+        self.closed = True
+
+
+async def start_http_server(server, host: str, port: int, *, sock=None) -> asyncio.AbstractServer:
+    """Serve etcd's HTTP API for `server` (a fastkv.server.Server) on host:port or `sock`."""
+    loop = asyncio.get_running_loop()
+
+    def factory():
+        return HttpProtocol(server, loop)
+
+    if sock is not None:
+        return await loop.create_server(factory, sock=sock, backlog=4096)
+    return await loop.create_server(factory, host, port, reuse_address=True, backlog=4096)

@@ -1,0 +1,1140 @@
+"""etcd 3.4's v3 JSON gateway: HTTP+JSON requests -> request dicts -> Server -> JSON.
+
+etcd serves its gRPC API as JSON through grpc-gateway v1 with golang/protobuf's
+jsonpb, and clients match on what that stack prints, so this module copies it:
+
+* requests: one JSON object per call (or a stream of them for /v3/watch and
+  /v3/lease/keepalive); field names as proto names or lowerCamelCase json
+  names (camel wins when both are given); int64 as numbers or strings; bytes
+  as standard padded base64; enums as names or numbers; unknown fields
+  ignored; an empty body is an empty request; bytes after the first JSON
+  value are ignored (Go's json.Decoder stops there).
+* decoding errors carry Go's texts (encoding/json, jsonpb, encoding/base64),
+  as ``{"error","message","code":3}`` with HTTP 400, Content-Length framed.
+* errors from the server (EtcdError) are framed as grpc-gateway frames a
+  failed gRPC call: chunked, with the ``Grpc-Trailer-Content-Type`` trailer.
+* responses are proto3 JSON as jsonpb prints it with OrigName: proto field
+  names in declaration order, int64/uint64 as strings, bytes as base64, enums
+  as names, fields at their default left out, strings HTML-escaped as Go does.
+
+The request path is a fast path (orjson + type checks) for well-formed input
+and a faithful port of Go's decoder (below) that runs when anything is off,
+so that the error text is Go's. Both produce the same request dict.
+"""
+from __future__ import annotations
+
+import asyncio
+import binascii
+import re
+
+import orjson
+
+from fastkv.errors import HTTP_STATUS_FOR_GRPC_CODE, EtcdError, GrpcCode
+
+# ---------------------------------------------------------------------------
+# Go's encoding/json, encoding/base64 and strconv.Quote, as far as a client can
+# observe them. A parsed value is a node (kind, start, end, value): kind is
+# "o" object (dict name -> node; the last duplicate wins as in a Go map), "a"
+# array (list of nodes), "s" string (the Go-decoded str), "n" number (its
+# literal text), "t"/"f" true/false, "z" null; start/end delimit its raw text.
+# ---------------------------------------------------------------------------
+
+
+class GoJSONError(ValueError):
+    """A decoding error whose str() is exactly the text Go prints."""
+
+
+class GoEOF(Exception):
+    """The input ended inside a value."""
+
+
+_WS = frozenset(b" \t\r\n")
+_DIGITS = frozenset(b"0123456789")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+# How Go names a JSON value's kind in an UnmarshalTypeError.
+KIND_NAMES = {"o": "object", "a": "array", "s": "string", "n": "number", "t": "bool", "f": "bool"}
+
+
+def quote_char(c: int) -> str:
+    """Go's encoding/json quoteChar: how a byte is shown in a syntax error."""
+    if c == 0x27:
+        return "'\\''"
+    if c == 0x22:
+        return "'\"'"
+    s = go_quote(chr(c))
+    return "'" + s[1:-1] + "'"
+
+
+def _syntax(c: int, context: str) -> GoJSONError:
+    return GoJSONError(f"invalid character {quote_char(c)} {context}")
+
+
+def go_quote(s) -> str:
+    """Go's strconv.Quote (what fmt's %q prints) for a str or raw bytes."""
+    if isinstance(s, (bytes, bytearray)):
+        text = bytes(s).decode("utf-8", "surrogateescape")
+    else:
+        text = s
+    out = ['"']
+    for ch in text:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # an invalid UTF-8 byte kept by surrogateescape
+            out.append("\\x%02x" % (o - 0xDC00))
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ch in "\a\b\f\n\r\t\v":
+            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n",
+                        "\r": "\\r", "\t": "\\t", "\v": "\\v"}[ch])
+        elif o < 0x20 or o == 0x7F:
+            out.append("\\x%02x" % o)
+        elif o < 0x10000:
+            out.append("\\u%04x" % o)
+        else:
+            out.append("\\U%08x" % o)
+    out.append('"')
+    return "".join(out)
+
+
+_GO_STR_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+               "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def go_json_string(s: str) -> str:
+    """A str as Go's json.Marshal writes it (HTML-safe escapes, \\u00XX controls)."""
+    out = ['"']
+    for ch in s:
+        e = _GO_STR_ESC.get(ch)
+        if e is not None:
+            out.append(e)
+        elif ord(ch) < 0x20:
+            out.append("\\u%04x" % ord(ch))
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+class _Parser:
+    __slots__ = ("d", "n")
+
+    def __init__(self, data: bytes):
+        self.d = data
+        self.n = len(data)
+
+    def ws(self, i: int) -> int:
+        d, n = self.d, self.n
+        while i < n and d[i] in _WS:
+            i += 1
+        return i
+
+    def value(self, i: int):
+        """Parse a value starting at i (whitespace already skipped)."""
+        d, n = self.d, self.n
+        if i >= n:
+            raise GoEOF()
+        c = d[i]
+        if c == 0x7B:  # {
+            return self.obj(i)
+        if c == 0x5B:  # [
+            return self.arr(i)
+        if c == 0x22:  # "
+            s, j = self.string(i)
+            return ("s", i, j, s), j
+        if c == 0x2D or c in _DIGITS:
+            j = self.number(i)
+            return ("n", i, j, d[i:j].decode()), j
+        if c == 0x74:
+            return ("t", i, self.lit(i, b"true"), True), i + 4
+        if c == 0x66:
+            return ("f", i, self.lit(i, b"false"), False), i + 5
+        if c == 0x6E:
+            return ("z", i, self.lit(i, b"null"), None), i + 4
+        raise _syntax(c, "looking for beginning of value")
+
+    def lit(self, i: int, word: bytes) -> int:
+        d, n = self.d, self.n
+        for k in range(1, len(word)):
+            if i + k >= n:
+                raise GoEOF()
+            if d[i + k] != word[k]:
+                raise _syntax(d[i + k], "in literal %s (expecting %s)"
+                              % (word.decode(), quote_char(word[k])))
+        return i + len(word)
+
+    def number(self, i: int) -> int:
+        d, n = self.d, self.n
+        if d[i] == 0x2D:
+            i += 1
+            if i >= n:
+                raise GoEOF()
+            if d[i] not in _DIGITS:
+                raise _syntax(d[i], "in numeric literal")
+        if d[i] == 0x30:
+            i += 1
+        else:
+            while i < n and d[i] in _DIGITS:
+                i += 1
+        if i < n and d[i] == 0x2E:
+            i += 1
+            if i >= n:
+                raise GoEOF()
+            if d[i] not in _DIGITS:
+                raise _syntax(d[i], "after decimal point in numeric literal")
+            while i < n and d[i] in _DIGITS:
+                i += 1
+        if i < n and d[i] in b"eE":
+            i += 1
+            if i < n and d[i] in b"+-":
+                i += 1
+            if i >= n:
+                raise GoEOF()
+            if d[i] not in _DIGITS:
+                raise _syntax(d[i], "in exponent of numeric literal")
+            while i < n and d[i] in _DIGITS:
+                i += 1
+        return i
+
+    def string(self, i: int):
+        """Scan the string at i; return (Go-decoded str, end)."""
+        d, n = self.d, self.n
+        j = i + 1
+        plain = True
+        while True:
+            if j >= n:
+                raise GoEOF()
+            c = d[j]
+            if c == 0x22:
+                break
+            if c == 0x5C:
+                plain = False
+                j += 1
+                if j >= n:
+                    raise GoEOF()
+                e = d[j]
+                if e == 0x75:
+                    for k in range(1, 5):
+                        if j + k >= n:
+                            raise GoEOF()
+                        if d[j + k] not in _HEX:
+                            raise _syntax(d[j + k], "in \\u hexadecimal character escape")
+                    j += 4
+                elif e not in b'bfnrt\\/"':
+                    raise _syntax(e, "in string escape code")
+            elif c < 0x20:
+                raise _syntax(c, "in string literal")
+            elif c >= 0x80:
+                plain = False
+            j += 1
+        raw = d[i + 1:j]
+        if plain:
+            return raw.decode("ascii"), j + 1
+        return _go_unquote(raw), j + 1
+
+    def obj(self, i: int):
+        d, n = self.d, self.n
+        start = i
+        fields: dict = {}
+        i = self.ws(i + 1)
+        if i >= n:
+            raise GoEOF()
+        if d[i] == 0x7D:
+            return ("o", start, i + 1, fields), i + 1
+        while True:
+            if i >= n:
+                raise GoEOF()
+            if d[i] != 0x22:
+                raise _syntax(d[i], "looking for beginning of object key string")
+            key, i = self.string(i)
+            i = self.ws(i)
+            if i >= n:
+                raise GoEOF()
+            if d[i] != 0x3A:
+                raise _syntax(d[i], "after object key")
+            i = self.ws(i + 1)
+            node, i = self.value(i)
+            fields[key] = node
+            i = self.ws(i)
+            if i >= n:
+                raise GoEOF()
+            c = d[i]
+            if c == 0x2C:
+                i = self.ws(i + 1)
+                continue
+            if c == 0x7D:
+                return ("o", start, i + 1, fields), i + 1
+            raise _syntax(c, "after object key:value pair")
+
+    def arr(self, i: int):
+        d, n = self.d, self.n
+        start = i
+        items: list = []
+        i = self.ws(i + 1)
+        if i >= n:
+            raise GoEOF()
+        if d[i] == 0x5D:
+            return ("a", start, i + 1, items), i + 1
+        while True:
+            node, i = self.value(i)
+            items.append(node)
+            i = self.ws(i)
+            if i >= n:
+                raise GoEOF()
+            c = d[i]
+            if c == 0x2C:
+                i = self.ws(i + 1)
+                continue
+            if c == 0x5D:
+                return ("a", start, i + 1, items), i + 1
+            raise _syntax(c, "after array element")
+
+
+def _go_unquote(raw: bytes) -> str:
+    """Go's json unquote of a scanned string body: escapes, surrogates, bad UTF-8 -> U+FFFD."""
+    out = []
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == 0x5C:
+            e = raw[i + 1]
+            if e == 0x75:
+                r = int(raw[i + 2:i + 6], 16)
+                i += 6
+                if 0xD800 <= r < 0xDC00:
+                    if (i + 6 <= n and raw[i] == 0x5C and raw[i + 1] == 0x75):
+                        r2 = int(raw[i + 2:i + 6], 16)
+                        if 0xDC00 <= r2 < 0xE000:
+                            out.append(chr(0x10000 + ((r - 0xD800) << 10) + (r2 - 0xDC00)))
+                            i += 6
+                            continue
+                    out.append("\ufffd")
+                elif 0xDC00 <= r < 0xE000:
+                    out.append("\ufffd")
+                else:
+                    out.append(chr(r))
+                continue
+            out.append({0x62: "\b", 0x66: "\f", 0x6E: "\n", 0x72: "\r", 0x74: "\t"}.get(e, chr(e)))
+            i += 2
+            continue
+        j = i
+        while j < n and raw[j] != 0x5C:
+            j += 1
+        out.append(raw[i:j].decode("utf-8", "replace"))
+        i = j
+    return "".join(out)
+
+
+def decode_next(data: bytes, pos: int = 0, final: bool = True):
+    """One step of Go's json.Decoder.Decode into a json.RawMessage.
+
+    Returns (node, end) for the next value, or (None, pos) at a clean end of
+    input. With final=False an incomplete value raises GoEOF (wait for more
+    bytes); with final=True it is Go's ``unexpected EOF``. Bytes after the
+    value are not looked at, as Go's Decoder does not.
+    """
+    p = _Parser(data)
+    i = p.ws(pos)
+    if i >= p.n:
+        return None, i
+    try:
+        node, end = p.value(i)
+        if node[0] == "n" and end >= p.n and not final:
+            raise GoEOF()  # a number might continue in the next chunk
+        return node, end
+    except GoEOF:
+        if final:
+            raise GoJSONError("unexpected EOF") from None
+        raise
+
+
+def unmarshal_check(data: bytes):
+    """Go's json.Unmarshal syntax pass over a whole input: the single value, or GoJSONError."""
+    p = _Parser(data)
+    i = p.ws(0)
+    try:
+        node, end = p.value(i)
+    except GoEOF:
+        raise GoJSONError("unexpected end of JSON input") from None
+    end = p.ws(end)
+    if end < p.n:
+        raise _syntax(data[end], "after top-level value")
+    return node
+
+
+def node_raw(data: bytes, node) -> bytes:
+    return data[node[1]:node[2]]
+
+
+# Go's base64.StdEncoding (padded, not Strict): decodeQuantum, error positions included.
+_B64 = [0xFF] * 256
+for _i, _c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):
+    _B64[_c] = _i
+del _i, _c
+
+
+def _b64err(pos: int) -> GoJSONError:
+    return GoJSONError(f"illegal base64 data at input byte {pos}")
+
+
+def go_base64_decode(src: bytes) -> bytes:
+    """base64.StdEncoding.DecodeString as Go 1.19 does it (CR/LF skipped)."""
+    out = bytearray()
+    si, n = 0, len(src)
+    while si < n:
+        dbuf = [0, 0, 0, 0]
+        dlen = 4
+        j = 0
+        err = None
+        while j < 4:
+            if si == n:
+                if j == 0:
+                    return bytes(out)
+                raise _b64err(si - j)
+            c = src[si]
+            si += 1
+            v = _B64[c]
+            if v != 0xFF:
+                dbuf[j] = v
+                j += 1
+                continue
+            if c in (0x0A, 0x0D):
+                continue
+            if c != 0x3D:
+                raise _b64err(si - 1)
+            if j in (0, 1):
+                raise _b64err(si - 1)
+            if j == 2:
+                while si < n and src[si] in (0x0A, 0x0D):
+                    si += 1
+                if si == n:
+                    raise _b64err(n)
+                if src[si] != 0x3D:
+                    raise _b64err(si - 1)
+                si += 1
+            while si < n and src[si] in (0x0A, 0x0D):
+                si += 1
+            if si < n:
+                err = _b64err(si)
+            dlen = j
+            break
+        val = dbuf[0] << 18 | dbuf[1] << 12 | dbuf[2] << 6 | dbuf[3]
+        b = bytes(((val >> 16) & 0xFF, (val >> 8) & 0xFF, val & 0xFF))
+        out += b[:dlen - 1]
+        if err is not None:
+            raise err
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# Response framing: what the HTTP layer must put around a body. etcd's Go
+# stack frames each kind of answer differently; fastkv.api.http owns the bytes.
+# ---------------------------------------------------------------------------
+K_OK = 0            # gateway success: JSON + Grpc-Metadata-Content-Type
+K_DECODE_ERR = 1    # gateway decoding error: JSON, Content-Length
+K_RPC_ERR = 2       # error returned by the call: JSON, chunked + Grpc-Trailer-Content-Type
+K_TEXT = 3          # Go's http.Error: text/plain + nosniff
+K_TEXT_ALLOW_GET = 4  # http.Error with "Allow: GET" (/health, /version)
+K_HEALTH = 5        # /health: body written without a Content-Type (Go sniffs text/plain)
+K_VERSION = 6       # /version: application/json
+K_EMPTY = 7         # OPTIONS: CORS headers, empty body
+
+# grpc-gateway v1's runtime.HTTPStatusFromCode, checked against etcd 3.4.23
+# (FailedPrecondition answers 412 there, e.g. "lease already exists").
+HTTP_STATUS = HTTP_STATUS_FOR_GRPC_CODE
+STATUS_TEXT = {
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+    412: "Precondition Failed", 429: "Too Many Requests", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+# gRPC's per-message overhead allowance on top of --max-request-bytes (etcd's grpcOverheadBytes).
+GRPC_OVERHEAD_BYTES = 512 * 1024
+
+
+def error_body(message: str, code: int) -> bytes:
+    """grpc-gateway's errorBody: {"error","message","code"} in that order."""
+    m = go_json_string(message)
+    return ('{"error":%s,"message":%s,"code":%d}' % (m, m, code)).encode()
+
+
+def decode_error(message: str, code: int = GrpcCode.INVALID_ARGUMENT):
+    return HTTP_STATUS.get(code, 500), K_DECODE_ERR, error_body(message, code)
+
+
+def rpc_error(err: EtcdError):
+    return HTTP_STATUS.get(err.code, 500), K_RPC_ERR, error_body(err.message, err.code)
+
+
+def stream_error_chunk(err: EtcdError) -> tuple[int, bytes]:
+    """grpc-gateway's streamChunk for an error: {"error": StreamError} (no delimiter)."""
+    status = HTTP_STATUS.get(err.code, 500)
+    parts = []
+    if err.code:
+        parts.append('"grpc_code":%d' % err.code)
+    parts.append('"http_code":%d' % status)
+    if err.message:
+        parts.append('"message":' + go_json_string(err.message))
+    parts.append('"http_status":' + go_json_string(STATUS_TEXT.get(status, "")))
+    return status, ('{"error":{' + ",".join(parts) + "}}").encode()
+
+
+def message_too_large(size: int, limit: int) -> EtcdError:
+    return EtcdError(f"grpc: received message larger than max ({size} vs. {limit})",
+                     GrpcCode.RESOURCE_EXHAUSTED)
+
+
+# ---------------------------------------------------------------------------
+# Request schemas (rpc.proto): regular fields in Go struct order, then oneofs.
+# A field is (proto name, json name or None, kind, sub, field number).
+# ---------------------------------------------------------------------------
+BYTES, INT64, BOOL, ENUM, MSG, RMSG, RENUM = range(7)
+
+
+class Schema:
+    __slots__ = ("name", "fields", "oneofs")
+
+    def __init__(self, name, fields, oneofs=()):
+        self.name = name
+        self.fields = tuple(self._norm(f) for f in fields)
+        self.oneofs = tuple(self._norm(f) for f in oneofs)
+
+    @staticmethod
+    def _norm(f):
+        orig, camel, kind, sub, num = f
+        return (orig, camel if camel != orig else None, kind, sub, num)
+
+
+def _enum(go_name, *names):
+    return (go_name, {n: i for i, n in enumerate(names)})
+
+
+SORT_ORDER = _enum("etcdserverpb.RangeRequest_SortOrder", "NONE", "ASCEND", "DESCEND")
+SORT_TARGET = _enum("etcdserverpb.RangeRequest_SortTarget", "KEY", "VERSION", "CREATE", "MOD", "VALUE")
+COMPARE_RESULT = _enum("etcdserverpb.Compare_CompareResult", "EQUAL", "GREATER", "LESS", "NOT_EQUAL")
+COMPARE_TARGET = _enum("etcdserverpb.Compare_CompareTarget", "VERSION", "CREATE", "MOD", "VALUE", "LEASE")
+FILTER_TYPE = _enum("etcdserverpb.WatchCreateRequest_FilterType", "NOPUT", "NODELETE")
+
+RANGE_REQ = Schema("RangeRequest", [
+    ("key", None, BYTES, None, 1), ("range_end", "rangeEnd", BYTES, None, 2),
+    ("limit", None, INT64, None, 3), ("revision", None, INT64, None, 4),
+    ("sort_order", "sortOrder", ENUM, SORT_ORDER, 5), ("sort_target", "sortTarget", ENUM, SORT_TARGET, 6),
+    ("serializable", None, BOOL, None, 7), ("keys_only", "keysOnly", BOOL, None, 8),
+    ("count_only", "countOnly", BOOL, None, 9), ("min_mod_revision", "minModRevision", INT64, None, 10),
+    ("max_mod_revision", "maxModRevision", INT64, None, 11),
+    ("min_create_revision", "minCreateRevision", INT64, None, 12),
+    ("max_create_revision", "maxCreateRevision", INT64, None, 13)])
+PUT_REQ = Schema("PutRequest", [
+    ("key", None, BYTES, None, 1), ("value", None, BYTES, None, 2), ("lease", None, INT64, None, 3),
+    ("prev_kv", "prevKv", BOOL, None, 4), ("ignore_value", "ignoreValue", BOOL, None, 5),
+    ("ignore_lease", "ignoreLease", BOOL, None, 6)])
+DELETE_RANGE_REQ = Schema("DeleteRangeRequest", [
+    ("key", None, BYTES, None, 1), ("range_end", "rangeEnd", BYTES, None, 2),
+    ("prev_kv", "prevKv", BOOL, None, 3)])
+COMPARE = Schema("Compare", [
+    ("result", None, ENUM, COMPARE_RESULT, 1), ("target", None, ENUM, COMPARE_TARGET, 2),
+    ("key", None, BYTES, None, 3), ("range_end", "rangeEnd", BYTES, None, 64)], [
+    ("version", None, INT64, None, 4), ("create_revision", "createRevision", INT64, None, 5),
+    ("mod_revision", "modRevision", INT64, None, 6), ("value", None, BYTES, None, 7),
+    ("lease", None, INT64, None, 8)])
+REQUEST_OP = Schema("RequestOp", [], [
+    ("request_range", "requestRange", MSG, RANGE_REQ, 1), ("request_put", "requestPut", MSG, PUT_REQ, 2),
+    ("request_delete_range", "requestDeleteRange", MSG, DELETE_RANGE_REQ, 3)])
+TXN_REQ = Schema("TxnRequest", [
+    ("compare", None, RMSG, COMPARE, 1), ("success", None, RMSG, REQUEST_OP, 2),
+    ("failure", None, RMSG, REQUEST_OP, 3)])
+REQUEST_OP.oneofs = REQUEST_OP.oneofs + (("request_txn", "requestTxn", MSG, TXN_REQ, 4),)
+COMPACTION_REQ = Schema("CompactionRequest", [
+    ("revision", None, INT64, None, 1), ("physical", None, BOOL, None, 2)])
+LEASE_GRANT_REQ = Schema("LeaseGrantRequest", [("TTL", None, INT64, None, 1), ("ID", None, INT64, None, 2)])
+LEASE_ID_REQ = Schema("LeaseRevokeRequest", [("ID", None, INT64, None, 1)])
+LEASE_TTL_REQ = Schema("LeaseTimeToLiveRequest", [("ID", None, INT64, None, 1), ("keys", None, BOOL, None, 2)])
+EMPTY_REQ = Schema("Empty", [])
+WATCH_CREATE_REQ = Schema("WatchCreateRequest", [
+    ("key", None, BYTES, None, 1), ("range_end", "rangeEnd", BYTES, None, 2),
+    ("start_revision", "startRevision", INT64, None, 3), ("progress_notify", "progressNotify", BOOL, None, 4),
+    ("filters", None, RENUM, FILTER_TYPE, 5), ("prev_kv", "prevKv", BOOL, None, 6),
+    ("watch_id", "watchId", INT64, None, 7), ("fragment", None, BOOL, None, 8)])
+WATCH_CANCEL_REQ = Schema("WatchCancelRequest", [("watch_id", "watchId", INT64, None, 1)])
+WATCH_REQ = Schema("WatchRequest", [], [
+    ("create_request", "createRequest", MSG, WATCH_CREATE_REQ, 1),
+    ("cancel_request", "cancelRequest", MSG, WATCH_CANCEL_REQ, 2),
+    ("progress_request", "progressRequest", MSG, EMPTY_REQ, 3)])
+
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+_INT_RE = re.compile(r"-?[0-9]+\Z")
+_PLAIN_INT_STR = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_a2b = binascii.a2b_base64
+
+
+class _Slow(Exception):
+    """The fast path met something it does not decide; the Go port decides."""
+
+
+def _fast_value(f, v):
+    kind = f[2]
+    if kind == BYTES:
+        if type(v) is not str or len(v) & 3:
+            raise _Slow
+        try:
+            return _a2b(v, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise _Slow from None
+    if kind == INT64:
+        t = type(v)
+        if t is int:
+            if _I64_MIN <= v <= _I64_MAX:
+                return v
+        elif t is str and _PLAIN_INT_STR.match(v):
+            n = int(v)
+            if _I64_MIN <= n <= _I64_MAX:
+                return n
+        raise _Slow
+    if kind == BOOL:
+        if type(v) is bool:
+            return v
+        raise _Slow
+    if kind == ENUM:
+        t = type(v)
+        if t is str:
+            n = f[3][1].get(v)
+            if n is not None:
+                return n
+        elif t is int and -(1 << 31) <= v < (1 << 31):
+            return v
+        raise _Slow
+    if kind == MSG:
+        if type(v) is not dict:
+            raise _Slow
+        return _fast_msg(f[3], v)
+    if kind == RMSG:
+        if type(v) is not list:
+            raise _Slow
+        sub = f[3]
+        out = []
+        for e in v:
+            if type(e) is not dict:
+                raise _Slow
+            out.append(_fast_msg(sub, e))
+        return out
+    if kind == RENUM:
+        if type(v) is not list:
+            raise _Slow
+        return [_fast_value((None, None, ENUM, f[3], 0), e) for e in v]
+    raise AssertionError(kind)
+
+
+def _fast_msg(schema: Schema, obj: dict) -> dict:
+    out = {}
+    if not obj:
+        return out
+    for f in schema.fields:
+        camel = f[1]
+        if camel is not None and camel in obj:
+            v = obj[camel]
+        else:
+            v = obj.get(f[0])
+        if v is not None:
+            out[f[0]] = _fast_value(f, v)
+    for f in schema.oneofs:
+        camel = f[1]
+        if camel is not None and camel in obj:
+            v = obj[camel]
+        else:
+            v = obj.get(f[0])
+        if v is not None:
+            out[f[0]] = _fast_value(f, v)
+            break
+    return out
+
+
+def _type_error(node, gotype: str) -> GoJSONError:
+    return GoJSONError(f"json: cannot unmarshal {KIND_NAMES[node[0]]} into Go value of type {gotype}")
+
+
+def _slow_int(text: str, gotype: str, lo: int, hi: int) -> int:
+    if _INT_RE.match(text):
+        n = int(text)
+        if lo <= n <= hi:
+            return n
+    raise GoJSONError(f"json: cannot unmarshal number {text} into Go value of type {gotype}")
+
+
+def _slow_value(f, data: bytes, node):
+    """jsonpb's unmarshalValue for one field; None means "leave unset"."""
+    kind, k = f[2], node[0]
+    if kind == ENUM and k == "s":
+        inner = data[node[1] + 1:node[2] - 1]
+        gotype, names = f[3]
+        n = names.get(inner.decode("latin-1"))
+        if n is None:
+            raise GoJSONError(f"unknown value {go_quote(inner)} for enum {gotype}")
+        return n
+    if k == "z":
+        return None
+    if kind == BYTES:
+        if k != "s":
+            raise _type_error(node, "[]uint8")
+        return go_base64_decode(node[3].encode("utf-8", "surrogatepass"))
+    if kind == INT64:
+        if k == "s":  # jsonpb drops the quotes and unmarshals what is between them
+            node = unmarshal_check(data[node[1] + 1:node[2] - 1])
+            k = node[0]
+            if k == "z":
+                return None
+        if k == "n":
+            return _slow_int(node[3], "int64", _I64_MIN, _I64_MAX)
+        raise _type_error(node, "int64")
+    if kind == BOOL:
+        if k in "tf":
+            return node[3]
+        raise _type_error(node, "bool")
+    if kind == ENUM:
+        gotype = f[3][0]
+        if k == "n":
+            return _slow_int(node[3], gotype, -(1 << 31), (1 << 31) - 1)
+        raise _type_error(node, gotype)
+    if kind == MSG:
+        return _slow_msg(f[3], data, node)
+    if kind == RMSG:
+        if k != "a":
+            raise _type_error(node, "[]json.RawMessage")
+        return [{} if e[0] == "z" else _slow_msg(f[3], data, e) for e in node[3]]
+    if kind == RENUM:
+        if k != "a":
+            raise _type_error(node, "[]json.RawMessage")
+        ef = (None, None, ENUM, f[3], 0)
+        return [_slow_value(ef, data, e) or 0 for e in node[3]]
+    raise AssertionError(kind)
+
+
+def _slow_msg(schema: Schema, data: bytes, node) -> dict:
+    if node[0] == "z":
+        return {}
+    if node[0] != "o":
+        raise _type_error(node, "map[string]json.RawMessage")
+    fields = node[3]
+    out = {}
+    for f in schema.fields:
+        camel = f[1]
+        sub = fields.get(camel) if camel is not None and camel in fields else fields.get(f[0])
+        if sub is not None:
+            v = _slow_value(f, data, sub)
+            if v is not None:
+                out[f[0]] = v
+    for f in schema.oneofs:
+        camel = f[1]
+        sub = fields.get(camel) if camel is not None and camel in fields else fields.get(f[0])
+        if sub is not None and sub[0] != "z":
+            out[f[0]] = _slow_value(f, data, sub)
+            break
+    return out
+
+
+def decode_request(schema: Schema, body: bytes) -> dict:
+    """A request body as etcd's gateway reads it; GoJSONError carries Go's text."""
+    if b"\\" not in body:  # escapes change what jsonpb sees (it works on raw text): slow path
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = _Slow
+        if type(obj) is dict:
+            try:
+                return _fast_msg(schema, obj)
+            except _Slow:
+                pass
+    node, _ = decode_next(body)
+    if node is None:
+        return {}
+    return _slow_msg(schema, body, node)
+
+
+# ---------------------------------------------------------------------------
+# Protobuf encoded size of a request (gRPC's receive limit applies to it).
+# ---------------------------------------------------------------------------
+def _varint_size(v: int) -> int:
+    if v < 0:
+        return 10
+    n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+def proto_size(schema: Schema, req: dict) -> int:
+    total = 0
+    for group, always in ((schema.fields, False), (schema.oneofs, True)):
+        for orig, _camel, kind, sub, num in group:
+            v = req.get(orig)
+            if v is None:
+                continue
+            tag = _varint_size(num << 3)
+            if kind == BYTES:
+                if v or always:
+                    total += tag + _varint_size(len(v)) + len(v)
+            elif kind in (INT64, ENUM, BOOL):
+                if v or always:
+                    total += tag + _varint_size(int(v))
+            elif kind == MSG:
+                n = proto_size(sub, v)
+                total += tag + _varint_size(n) + n
+            elif kind == RMSG:
+                for e in v:
+                    n = proto_size(sub, e)
+                    total += tag + _varint_size(n) + n
+            elif kind == RENUM:
+                if v:
+                    n = sum(_varint_size(e) for e in v)
+                    total += tag + _varint_size(n) + n
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Response encoders: jsonpb with OrigName, EmitDefaults off.
+# ---------------------------------------------------------------------------
+_b2a = binascii.b2a_base64
+
+
+def _b64(b: bytes) -> str:
+    return _b2a(b, newline=False).decode("ascii")
+
+
+def enc_header(h: dict) -> str:
+    c = h.get("cluster_id")
+    m = h.get("member_id")
+    r = h.get("revision")
+    t = h.get("raft_term")
+    if c and m and r and t:
+        return f'{{"cluster_id":"{c}","member_id":"{m}","revision":"{r}","raft_term":"{t}"}}'
+    parts = []
+    if c:
+        parts.append(f'"cluster_id":"{c}"')
+    if m:
+        parts.append(f'"member_id":"{m}"')
+    if r:
+        parts.append(f'"revision":"{r}"')
+    if t:
+        parts.append(f'"raft_term":"{t}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def enc_kv(kv: dict) -> str:
+    parts = []
+    k = kv.get("key")
+    if k:
+        parts.append('"key":"' + _b2a(k, newline=False).decode("ascii") + '"')
+    v = kv.get("create_revision")
+    if v:
+        parts.append(f'"create_revision":"{v}"')
+    v = kv.get("mod_revision")
+    if v:
+        parts.append(f'"mod_revision":"{v}"')
+    v = kv.get("version")
+    if v:
+        parts.append(f'"version":"{v}"')
+    v = kv.get("value")
+    if v:
+        parts.append('"value":"' + _b2a(v, newline=False).decode("ascii") + '"')
+    v = kv.get("lease")
+    if v:
+        parts.append(f'"lease":"{v}"')
+    return "{" + ",".join(parts) + "}"
+
+
+I64, BYT, BOO, STR, ENM, SUB, RSUB, RBYT, RSTR = range(9)
+
+
+def _encoder(spec):
+    """A jsonpb encoder for a message given as [(name, kind, sub)] in field order."""
+    def enc(msg: dict) -> str:
+        parts = []
+        for name, kind, sub in spec:
+            v = msg.get(name)
+            if v is None:
+                continue
+            if kind == I64:
+                if v:
+                    parts.append(f'"{name}":"{v}"')
+            elif kind == SUB:
+                parts.append(f'"{name}":' + sub(v))
+            elif kind == RSUB:
+                if v:
+                    parts.append(f'"{name}":[' + ",".join(sub(e) for e in v) + "]")
+            elif kind == BOO:
+                if v:
+                    parts.append(f'"{name}":true')
+            elif kind == BYT:
+                if v:
+                    parts.append(f'"{name}":"{_b64(v)}"')
+            elif kind == STR:
+                if v:
+                    parts.append(f'"{name}":' + go_json_string(v))
+            elif kind == ENM:
+                if v:
+                    parts.append(f'"{name}":"{sub.get(v, v)}"' if v in sub else f'"{name}":{v}')
+            elif kind == RBYT:
+                if v:
+                    parts.append(f'"{name}":[' + ",".join(f'"{_b64(e)}"' for e in v) + "]")
+            elif kind == RSTR:
+                if v:
+                    parts.append(f'"{name}":[' + ",".join(go_json_string(e) for e in v) + "]")
+        return "{" + ",".join(parts) + "}"
+    return enc
+
+
+def enc_range(r: dict) -> str:
+    h = r.get("header")
+    parts = [] if h is None else ['"header":' + enc_header(h)]
+    kvs = r.get("kvs")
+    if kvs:
+        parts.append('"kvs":[' + ",".join([enc_kv(kv) for kv in kvs]) + "]")
+    if r.get("more"):
+        parts.append('"more":true')
+    c = r.get("count")
+    if c:
+        parts.append(f'"count":"{c}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def enc_put(r: dict) -> str:
+    h = r.get("header")
+    if len(r) == 1 and h is not None:
+        return '{"header":' + enc_header(h) + "}"
+    parts = [] if h is None else ['"header":' + enc_header(h)]
+    p = r.get("prev_kv")
+    if p is not None:
+        parts.append('"prev_kv":' + enc_kv(p))
+    return "{" + ",".join(parts) + "}"
+
+
+enc_delete_range = _encoder([("header", SUB, enc_header), ("deleted", I64, None),
+                             ("prev_kvs", RSUB, enc_kv)])
+_response_op_spec = [("response_range", SUB, enc_range), ("response_put", SUB, enc_put),
+                     ("response_delete_range", SUB, enc_delete_range)]
+enc_response_op = _encoder(_response_op_spec)
+enc_txn = _encoder([("header", SUB, enc_header), ("succeeded", BOO, None),
+                    ("responses", RSUB, enc_response_op)])
+_response_op_spec.append(("response_txn", SUB, enc_txn))
+enc_header_only = _encoder([("header", SUB, enc_header)])
+enc_lease_grant = _encoder([("header", SUB, enc_header), ("ID", I64, None), ("TTL", I64, None),
+                            ("error", STR, None)])
+enc_lease_keepalive = _encoder([("header", SUB, enc_header), ("ID", I64, None), ("TTL", I64, None)])
+enc_lease_ttl = _encoder([("header", SUB, enc_header), ("ID", I64, None), ("TTL", I64, None),
+                          ("grantedTTL", I64, None), ("keys", RBYT, None)])
+enc_lease_leases = _encoder([("header", SUB, enc_header),
+                             ("leases", RSUB, _encoder([("ID", I64, None)]))])
+enc_status = _encoder([("header", SUB, enc_header), ("version", STR, None), ("dbSize", I64, None),
+                       ("leader", I64, None), ("raftIndex", I64, None), ("raftTerm", I64, None),
+                       ("raftAppliedIndex", I64, None), ("errors", RSTR, None),
+                       ("dbSizeInUse", I64, None), ("isLearner", BOO, None)])
+enc_event = _encoder([("type", ENM, {1: "DELETE"}), ("kv", SUB, enc_kv), ("prev_kv", SUB, enc_kv)])
+enc_watch = _encoder([("header", SUB, enc_header), ("watch_id", I64, None), ("created", BOO, None),
+                      ("canceled", BOO, None), ("compact_revision", I64, None),
+                      ("cancel_reason", STR, None), ("fragment", BOO, None),
+                      ("events", RSUB, enc_event)])
+
+
+# ---------------------------------------------------------------------------
+# Handlers. A unary handler is ``async (server, body) -> (status, kind, body)``;
+# a streaming handler is ``async (server, ctx) -> None`` where ctx is the HTTP
+# layer's stream context (read(), send(), respond(), wait_closed()).
+# ---------------------------------------------------------------------------
+def _unary(schema: Schema, method: str, encode):
+    async def handler(server, body: bytes):
+        try:
+            req = decode_request(schema, body)
+        except GoJSONError as e:
+            return decode_error(str(e))
+        try:
+            if len(body) > 4096:
+                limit = server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
+                if 2 * len(body) > limit:
+                    size = proto_size(schema, req)
+                    if size > limit:
+                        raise message_too_large(size, limit)
+            resp = await getattr(server, method)(req)
+        except EtcdError as e:
+            return rpc_error(e)
+        return 200, K_OK, encode(resp).encode()
+    handler.__name__ = method
+    return handler
+
+
+class _StreamDecoder:
+    """Go's json.Decoder over a request body that arrives in chunks."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+
+    async def next(self):
+        """The next JSON value's (data, node), or None at the end of the body."""
+        while True:
+            try:
+                node, end = decode_next(self.buf, self.pos, final=self.eof)
+            except GoEOF:
+                node, end = _MORE, 0
+            if node is None and not self.eof:
+                node = _MORE
+            if node is not _MORE:
+                if node is None:
+                    return None
+                data = self.buf
+                self.pos = end
+                return data, node
+            chunk = await self.ctx.read()
+            if not chunk:
+                self.eof = True
+            else:
+                self.buf = self.buf[self.pos:] + chunk
+                self.pos = 0
+
+
+_MORE = object()
+
+
+async def _stream_request(dec: _StreamDecoder, schema: Schema):
+    item = await dec.next()
+    if item is None:
+        return None
+    data, node = item
+    return _slow_msg(schema, data, node)
+
+
+async def watch_handler(server, ctx) -> None:
+    """/v3/watch: a body of WatchRequests, a chunked stream of {"result": WatchResponse}."""
+    dec = _StreamDecoder(ctx)
+    try:
+        first = await _stream_request(dec, WATCH_REQ)
+    except GoJSONError as e:  # grpc-gateway returns the raw decoder error: code Unknown
+        await ctx.respond(*decode_error(str(e), GrpcCode.UNKNOWN))
+        return
+    if first is None:  # etcd waits for a response header that never comes
+        await ctx.wait_closed()
+        return
+    stream = server.watch_stream()
+    failed: list = []
+
+    async def pump():
+        try:
+            async for resp in stream.responses():
+                await ctx.send(b'{"result":' + enc_watch(resp).encode() + b"}\n")
+        except EtcdError as e:
+            failed.append(e)
+
+    pump_task = asyncio.ensure_future(pump())
+    try:
+        await stream.handle(first)
+        while True:  # later requests: a decoding error ends the reading, not the stream
+            try:
+                req = await _stream_request(dec, WATCH_REQ)
+            except GoJSONError:
+                break
+            if req is None:
+                break
+            await stream.handle(req)
+        await pump_task
+        if failed:
+            status, chunk = stream_error_chunk(failed[0])
+            await ctx.send(chunk, status)
+    except EtcdError as e:
+        status, chunk = stream_error_chunk(e)
+        await ctx.send(chunk, status)
+    finally:
+        pump_task.cancel()
+        stream.close()
+
+
+async def keepalive_handler(server, ctx) -> None:
+    """/v3/lease/keepalive: a body of {"ID"}s, a chunked stream of {"result": ...}."""
+    dec = _StreamDecoder(ctx)
+    first = True
+    while True:
+        try:
+            req = await _stream_request(dec, LEASE_ID_REQ)
+        except GoJSONError as e:
+            if first:
+                await ctx.respond(*decode_error(str(e), GrpcCode.UNKNOWN))
+            return
+        if req is None:
+            return
+        first = False
+        try:
+            resp = await server.lease_keepalive(req)
+        except EtcdError as e:
+            status, chunk = stream_error_chunk(e)
+            await ctx.send(chunk, status)
+            return
+        await ctx.send(b'{"result":' + enc_lease_keepalive(resp).encode() + b"}\n")
+
+
+_GO_TEXT_404_GW = b"Not Found\n"
+_GO_TEXT_404 = b"404 page not found\n"
+_GO_TEXT_405 = b"Method Not Allowed\n"
+
+
+async def health_handler(server, body: bytes):
+    res = server.health()
+    if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
+        res = await res
+    ok = res[0] if isinstance(res, tuple) else bool(res)
+    if ok:
+        return 200, K_HEALTH, b'{"health":"true"}'
+    return 503, K_TEXT, b'{"health":"false"}\n'
+
+
+async def version_handler(server, body: bytes):
+    v = server.version_info()
+    return 200, K_VERSION, ('{"etcdserver":%s,"etcdcluster":%s}' % (
+        go_json_string(v["etcdserver"]), go_json_string(v["etcdcluster"]))).encode()
+
+
+# path -> (handler, streaming). All gateway routes are POST-only.
+GATEWAY_ROUTES = {
+    "/v3/kv/range": (_unary(RANGE_REQ, "range", enc_range), False),
+    "/v3/kv/put": (_unary(PUT_REQ, "put", enc_put), False),
+    "/v3/kv/deleterange": (_unary(DELETE_RANGE_REQ, "delete_range", enc_delete_range), False),
+    "/v3/kv/txn": (_unary(TXN_REQ, "txn", enc_txn), False),
+    "/v3/kv/compaction": (_unary(COMPACTION_REQ, "compact", enc_header_only), False),
+    "/v3/watch": (watch_handler, True),
+    "/v3/lease/grant": (_unary(LEASE_GRANT_REQ, "lease_grant", enc_lease_grant), False),
+    "/v3/lease/revoke": (_unary(LEASE_ID_REQ, "lease_revoke", enc_header_only), False),
+    "/v3/kv/lease/revoke": (_unary(LEASE_ID_REQ, "lease_revoke", enc_header_only), False),
+    "/v3/lease/keepalive": (keepalive_handler, True),
+    "/v3/lease/timetolive": (_unary(LEASE_TTL_REQ, "lease_timetolive", enc_lease_ttl), False),
+    "/v3/kv/lease/timetolive": (_unary(LEASE_TTL_REQ, "lease_timetolive", enc_lease_ttl), False),
+    "/v3/lease/leases": (_unary(EMPTY_REQ, "lease_leases", enc_lease_leases), False),
+    "/v3/kv/lease/leases": (_unary(EMPTY_REQ, "lease_leases", enc_lease_leases), False),
+    "/v3/maintenance/status": (_unary(EMPTY_REQ, "status", enc_status), False),
+}
+GET_ROUTES = {"/health": health_handler, "/version": version_handler}
+
+
+def resolve(method: bytes, path: str):
+    """Route like etcd's muxes: (handler, streaming) or a fixed (status, kind, body) answer."""
+    if method == b"OPTIONS":  # etcd's accessController answers every OPTIONS itself
+        return 200, K_EMPTY, b""
+    if path.startswith("/v3beta/"):
+        path = "/v3/" + path[8:]
+    if path.startswith("/v3/"):
+        route = GATEWAY_ROUTES.get(path)
+        if route is None:
+            return 404, K_TEXT, _GO_TEXT_404_GW
+        if method != b"POST":
+            return 405, K_TEXT, _GO_TEXT_405
+        return route
+    h = GET_ROUTES.get(path)
+    if h is None:
+        return 404, K_TEXT, _GO_TEXT_404
+    if method != b"GET":
+        return 405, K_TEXT_ALLOW_GET, _GO_TEXT_405
+    return h, False
