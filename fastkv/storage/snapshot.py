@@ -16,6 +16,7 @@ import struct
 
 from fastkv._crc32c import crc32c
 from fastkv.errors import StorageCorruption
+from fastkv.storage.filenames import hex_pair_name, parse_hex_pair_name
 from fastkv.storage.wal import fsync_dir
 
 log = logging.getLogger("fastkv.snapshot")
@@ -27,19 +28,11 @@ KEEP = 5  # snapshot files kept (etcd's --max-snapshots default)
 
 
 def snapshot_name(term: int, index: int) -> str:
-    return f"{term:016x}-{index:016x}{SUFFIX}"
+    return hex_pair_name(term, index, SUFFIX)
 
 
 def parse_snapshot_name(name: str) -> tuple[int, int] | None:
-    if not name.endswith(SUFFIX):
-        return None
-    parts = name[: -len(SUFFIX)].split("-")
-    if len(parts) != 2 or any(len(p) != 16 for p in parts):
-        return None
-    try:
-        return int(parts[0], 16), int(parts[1], 16)
-    except ValueError:
-        return None
+    return parse_hex_pair_name(name, SUFFIX)
 
 
 def encode(state: dict) -> bytes:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from fastkv.errors import StorageCorruption
 from fastkv.storage import _walcodec as codec
+from fastkv.storage.filenames import hex_pair_name, parse_hex_pair_name
 
 log = logging.getLogger("fastkv.wal")
 
@@ -37,20 +38,11 @@ WAL_SUFFIX = ".wal"
 
 
 def segment_name(seq: int, first_index: int) -> str:
-    return f"{seq:016x}-{first_index:016x}{WAL_SUFFIX}"
+    return hex_pair_name(seq, first_index, WAL_SUFFIX)
 
 
 def parse_segment_name(name: str) -> tuple[int, int] | None:
-    if not name.endswith(WAL_SUFFIX):
-        return None
-    stem = name[: -len(WAL_SUFFIX)]
-    parts = stem.split("-")
-    if len(parts) != 2 or any(len(p) != 16 for p in parts):
-        return None
-    try:
-        return int(parts[0], 16), int(parts[1], 16)
-    except ValueError:
-        return None
+    return parse_hex_pair_name(name, WAL_SUFFIX)
 
 
 def fsync_dir(path: str) -> None:

@@ -6,7 +6,7 @@ import random
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from fastkv.mvcc import keyindex
 from fastkv.mvcc._keyindex import KeyIndex as CyKeyIndex
