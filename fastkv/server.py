@@ -265,6 +265,11 @@ class Server:
 
     async def txn(self, req: dict) -> dict:
         validation.check_txn(req, self.cfg.max_txn_ops)
+        if validation.txn_is_read_only(req):
+            # As etcd: a txn that cannot write is served like a (linearizable) read.
+            await self._linearizable()
+            resp, _events = self.store.txn(req)
+            return self._with_header(resp)
         return self._with_header(await self._propose(requests.TXN, req))
 
     async def compact(self, req: dict) -> dict:

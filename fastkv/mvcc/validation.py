@@ -130,3 +130,17 @@ def _check_intervals(ops) -> tuple[set, list]:
             raise ErrDuplicateKey()
         puts.add(k)
     return puts, dels
+
+
+def txn_is_read_only(req: dict) -> bool:
+    """True if no branch of the txn (nested ones included) writes: etcd's isTxnReadonly.
+
+    The server answers such a txn like a read, without a log entry."""
+    for branch in ("success", "failure"):
+        for op in req.get(branch) or ():
+            if "request_put" in op or "request_delete_range" in op:
+                return False
+            nested = op.get("request_txn")
+            if nested is not None and not txn_is_read_only(nested):
+                return False
+    return True

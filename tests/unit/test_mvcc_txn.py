@@ -308,3 +308,16 @@ def test_check_txn_duplicate_keys(ops):
 ])
 def test_check_txn_allowed(ops):
     check_txn({"success": ops})
+
+
+def test_txn_is_read_only():
+    from fastkv.mvcc.validation import txn_is_read_only
+    rng = {"request_range": {"key": b"a"}}
+    put = {"request_put": {"key": b"a", "value": b"v"}}
+    dele = {"request_delete_range": {"key": b"a"}}
+    assert txn_is_read_only({})
+    assert txn_is_read_only({"success": [rng], "failure": [rng]})
+    assert not txn_is_read_only({"success": [rng], "failure": [put]})
+    assert not txn_is_read_only({"success": [dele]})
+    assert txn_is_read_only({"success": [{"request_txn": {"success": [rng]}}]})
+    assert not txn_is_read_only({"success": [{"request_txn": {"failure": [put]}}]})
