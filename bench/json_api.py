@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""fastkv vs etcd 3.4 on the v3 JSON gateway, with wrk.
+
+Both servers are started the same way (tests/servers.py: same flags, single
+member, loopback, free ports) on fresh data dirs under one data root, so both
+pay the same filesystem's fsync. Runs alternate etcd, fastkv, etcd, fastkv...
+(a fresh server per run), each driving one workload with
+``wrk -t2 -c64 -d<duration> --latency``:
+
+  put    bench/wrk/put.lua    POST /v3/kv/put, a new key per request, 64-byte value
+  range  bench/wrk/range.lua  POST /v3/kv/range, linearizable, on pre-loaded keys
+
+A run fails if wrk saw any non-200 answer, any 200 whose body lacks what a
+right answer contains (both counted by the Lua scripts' response()), or any
+socket error: a benchmark of errors is worthless. Reported
+per server and workload: median requests/s, median p50/p99 latency (wrk's
+--latency distribution), peak RSS (VmHWM of the server process, read just
+before it is stopped), and fastkv/etcd ratios. The table goes to stdout, the
+whole record to bench/results/json_api-<timestamp>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from servers import EtcdProcess, FastkvProcess  # noqa: E402
+
+SERVERS = {"etcd": EtcdProcess, "fastkv": FastkvProcess}
+WORKLOADS = {"put": "put.lua", "range": "range.lua"}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+class RunFailed(Exception):
+    pass
+
+
+def to_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"unparsable wrk latency {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    """requests/s, p50/p99 (ms), request count, non-200 and socket errors from wrk's output."""
+    def grab(pattern: str, default=None):
+        m = re.search(pattern, out, re.M)
+        if m is None:
+            if default is not None:
+                return default
+            raise RunFailed(f"wrk output lacks {pattern!r}:\n{out}")
+        return m
+    result = {
+        "requests_per_sec": float(grab(r"^Requests/sec:\s+([\d.]+)").group(1)),
+        "p50_ms": to_ms(grab(r"^\s+50%\s+(\S+)").group(1)),
+        "p99_ms": to_ms(grab(r"^\s+99%\s+(\S+)").group(1)),
+        "requests": int(grab(r"^\s+(\d+) requests in").group(1)),
+    }
+    lua = grab(r"^fastkv-bench non200=(\d+) badbody=(\d+) requests=(\d+)")
+    result["non200"] = int(lua.group(1))
+    result["bad_body"] = int(lua.group(2))
+    wrk_non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    result["non2xx_wrk"] = int(wrk_non2xx.group(1)) if wrk_non2xx else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
+                                       map(int, sock.groups()))) if sock else {}
+    first = re.search(r"^fastkv-bench first_error=(.*)$", out, re.M)
+    result["first_error"] = first.group(1) if first else ""
+    return result
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RunFailed(f"no VmHWM for pid {pid}")
+
+
+def post(url: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        if r.status != 200:
+            raise RunFailed(f"{path} answered {r.status}")
+        return json.loads(r.read())
+
+
+def preload(url: str, n: int) -> None:
+    """The keys range.lua reads: bench/range/<i> with 64-byte values."""
+    value = base64.b64encode(b"r" * 64).decode()
+
+    def put(i: int) -> None:
+        post(url, "/v3/kv/put", {"key": base64.b64encode(f"bench/range/{i}".encode()).decode(),
+                                 "value": value})
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(n)))
+    got = post(url, "/v3/kv/range", {"key": base64.b64encode(b"bench/range/").decode(),
+                                     "range_end": base64.b64encode(b"bench/range0").decode(),
+                                     "count_only": True})
+    if int(got.get("count", 0)) != n:
+        raise RunFailed(f"preload: expected {n} keys, the server has {got.get('count')}")
+
+
+def one_run(kind: str, workload: str, args, data_root: str) -> dict:
+    data_dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=data_root)
+    srv = SERVERS[kind](data_dir=data_dir)
+    try:
+        srv.start(timeout=60)
+        if workload == "range":
+            preload(srv.url, args.range_keys)
+        env = dict(os.environ, FASTKV_WRK_DIR=os.path.join(BENCH, "wrk"),
+                   FASTKV_RANGE_KEYS=str(args.range_keys))
+        cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}",
+               "--latency", "-s", os.path.join(BENCH, "wrk", WORKLOADS[workload]), srv.url]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           timeout=args.duration_s * 3 + 60)
+        if p.returncode != 0:
+            raise RunFailed(f"wrk exited {p.returncode}: {p.stderr}")
+        result = parse_wrk(p.stdout)
+        if srv.proc.poll() is not None:
+            raise RunFailed(f"{kind} died during the run: {srv.log()}")
+        result["peak_rss_kib"] = peak_rss_kib(srv.proc.pid)
+        result["wrk_output"] = p.stdout
+        problems = []
+        if result["non200"] or result["non2xx_wrk"]:
+            problems.append(f"{max(result['non200'], result['non2xx_wrk'])} non-200 answers "
+                            f"(first: {result['first_error']})")
+        if result["bad_body"]:
+            problems.append(f"{result['bad_body']} 200 answers without the expected content "
+                            f"(first: {result['first_error']})")
+        if any(result["socket_errors"].values()):
+            problems.append(f"socket errors {result['socket_errors']}")
+        if result["requests"] == 0:
+            problems.append("no requests completed")
+        if problems:
+            raise RunFailed("; ".join(problems))
+        return result
+    finally:
+        srv.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+)(s|m)?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"duration like 10s or 1m, not {text!r}")
+    return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+
+
+def version_of(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def summarise(runs: list[dict]) -> dict:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"runs_ok": 0}
+    return {
+        "runs_ok": len(ok),
+        "requests_per_sec": statistics.median(r["requests_per_sec"] for r in ok),
+        "p50_ms": statistics.median(r["p50_ms"] for r in ok),
+        "p99_ms": statistics.median(r["p99_ms"] for r in ok),
+        "peak_rss_mib": max(r["peak_rss_kib"] for r in ok) / 1024,
+    }
+
+
+def table(summary: dict, servers: list[str]) -> str:
+    rows = [("workload", "server", "runs", "req/s (median)", "p50 ms", "p99 ms", "peak RSS MiB",
+             "req/s fastkv/etcd")]
+    for workload, per in summary.items():
+        for kind in servers:
+            s = per[kind]
+            ratio = per.get("ratio_fastkv_etcd", {}).get("requests_per_sec")
+            if not s.get("runs_ok"):
+                rows.append((workload, kind, "0", "FAILED", "", "", "", ""))
+                continue
+            rows.append((workload, kind, str(s["runs_ok"]), f"{s['requests_per_sec']:.0f}",
+                         f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['peak_rss_mib']:.1f}",
+                         f"{ratio:.3f}" if (ratio is not None and kind == "fastkv") else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    # ci/bench bounds the wall time with `timeout`, which sends SIGTERM: unwind so
+    # every server this runner started is stopped (one_run's finally)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", default=os.environ.get("BENCH_DURATION", "10s"),
+                    help="wrk -d per run (default 10s)")
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")),
+                    help="runs per server and workload (default 3)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workloads", default="put,range")
+    ap.add_argument("--servers", default="etcd,fastkv",
+                    help="which servers to run, in alternation order (default etcd,fastkv)")
+    ap.add_argument("--range-keys", type=int, default=1000)
+    ap.add_argument("--data-root", default=None,
+                    help="where both servers' data dirs go (default: bench/results/data.tmp)")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results"))
+    args = ap.parse_args(argv)
+    args.duration_s = parse_duration(args.duration)
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
+    servers = [s for s in args.servers.split(",") if s]
+    workloads = [w for w in args.workloads.split(",") if w]
+    for s in servers:
+        if s not in SERVERS:
+            ap.error(f"unknown server {s!r}")
+    for w in workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w!r}")
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (ci/bench installs it)", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    data_root = args.data_root or os.path.join(args.out, "data.tmp")
+    os.makedirs(data_root, exist_ok=True)
+
+    record = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {k: getattr(args, k) for k in ("duration", "runs", "threads", "connections",
+                                                  "range_keys")} | {"servers": servers,
+                                                                     "workloads": workloads,
+                                                                     "data_root": data_root},
+        "env": {"python": platform.python_version(), "machine": platform.machine(),
+                "cpus": os.cpu_count(), "kernel": platform.release(),
+                "etcd": version_of(["etcd", "--version"]), "wrk": version_of(["wrk", "--version"])},
+        "runs": [],
+    }
+    failed = False
+    try:
+        for workload in workloads:
+            for i in range(args.runs):
+                for kind in servers:
+                    t0 = time.monotonic()
+                    try:
+                        r = one_run(kind, workload, args, data_root)
+                        print(f"{workload:5} {kind:6} run {i + 1}/{args.runs}: "
+                              f"{r['requests_per_sec']:.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                              f"p99 {r['p99_ms']:.2f} ms  peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB",
+                              flush=True)
+                    except (RunFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                        failed = True
+                        r = {"error": str(e)}
+                        print(f"{workload:5} {kind:6} run {i + 1}/{args.runs}: FAILED: {e}", flush=True)
+                    r.update({"workload": workload, "server": kind, "run": i + 1,
+                              "seconds": round(time.monotonic() - t0, 2)})
+                    record["runs"].append(r)
+    finally:
+        if args.data_root is None:
+            shutil.rmtree(data_root, ignore_errors=True)
+
+    summary: dict = {}
+    for workload in workloads:
+        per = {kind: summarise([r for r in record["runs"]
+                                if r["workload"] == workload and r["server"] == kind])
+               for kind in servers}
+        if per.get("etcd", {}).get("runs_ok") and per.get("fastkv", {}).get("runs_ok"):
+            e, f = per["etcd"], per["fastkv"]
+            per["ratio_fastkv_etcd"] = {k: f[k] / e[k] for k in
+                                        ("requests_per_sec", "p50_ms", "p99_ms", "peak_rss_mib")}
+        summary[workload] = per
+    record["summary"] = summary
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(args.out, f"json_api-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    print()
+    print(table(summary, servers))
+    print(f"\nresults: {os.path.relpath(path, REPO)}")
+    if failed:
+        print("some runs FAILED (see above); their numbers are left out", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,534 @@
+"""fastkvctl: etcdctl (API v3, version 3.4) work-alike over the v3 JSON gateway.
+
+This module is the command table and the command bodies: each turns its
+arguments into a gateway request exactly as etcdctl's clientv3 would build the
+protobuf, sends it through :mod:`fastkv.cli.transport`, and hands the response
+to :mod:`fastkv.cli.printer`. Messages and exit codes are etcdctl's
+(ctlv3/command/error.go).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import ssl
+import sys
+import time
+
+from fastkv.cli import flags as fl
+from fastkv.cli.printer import FORMATS, KNOWN_FORMATS, new_printer
+from fastkv.cli.transport import ClientError, GatewayClient, RPCError
+
+PROGRAM = "etcdctl"  # cobra's root name appears in usage; keep etcdctl's wording
+VERSION = "3.4.23"
+API_VERSION = "3.4"
+
+# ctlv3/command/error.go
+EXIT_SUCCESS = 0
+EXIT_ERROR = 1
+EXIT_BAD_CONNECTION = 2
+EXIT_INVALID_INPUT = 3
+EXIT_BAD_FEATURE = 4
+EXIT_INTERRUPTED = 5
+EXIT_IO = 6
+EXIT_BAD_ARGS = 128
+
+
+class Exit(Exception):
+    """ExitWithError: print ``Error: <message>`` on stderr and exit with ``code``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def b64e(s: str | bytes) -> str:
+    return base64.b64encode(s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s).decode()
+
+
+def prefix_end(key: bytes) -> bytes:
+    """clientv3.GetPrefixRangeEnd: the smallest key greater than every key with this prefix."""
+    end = bytearray(key)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\x00"  # all 0xff: everything from the key on
+
+
+def arg_bytes(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+def parse_hex_int64(text: str) -> int:
+    """Go's strconv.ParseInt(text, 16, 64), with its error wording."""
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError(f'strconv.ParseInt: parsing "{text}": invalid syntax')
+    value = int(text, 16)
+    if not -(1 << 63) <= value < (1 << 63):
+        raise ValueError(f'strconv.ParseInt: parsing "{text}": value out of range')
+    return value
+
+
+def lease_from_arg(arg: str) -> int:
+    """etcdctl's leaseFromArgs."""
+    try:
+        return parse_hex_int64(arg)
+    except ValueError as e:
+        raise Exit(EXIT_BAD_ARGS, f"bad lease ID arg ({e}), expecting ID in Hex") from None
+
+
+# -- context: the client and the printer a command works with ------------------
+
+class Context:
+    def __init__(self, values: dict, stdin, stdout):
+        self.values = values
+        self.stdin = stdin
+        self.stdout = stdout
+        fmt = values["write-out"]
+        if fmt not in FORMATS:
+            if fmt in KNOWN_FORMATS:
+                raise Exit(EXIT_BAD_FEATURE, f"{fmt} not supported as output format")
+            raise Exit(EXIT_BAD_FEATURE, "unsupported output format")
+        self.format = fmt
+        self.display = new_printer(fmt, stdout, values["hex"])
+        self._client: GatewayClient | None = None
+
+    def client(self) -> GatewayClient:
+        if self._client is None:
+            v = self.values
+            endpoints = [e for e in v["endpoints"] if e.strip()]
+            ctx = None
+            if v["cacert"] or v["cert"] or v["insecure-skip-tls-verify"] or \
+                    any(e.strip().startswith("https://") for e in endpoints):
+                try:
+                    ctx = ssl.create_default_context(cafile=v["cacert"] or None)
+                    if v["cert"]:
+                        ctx.load_cert_chain(v["cert"], v["key"] or None)
+                except OSError as e:  # unreadable or invalid certificate files
+                    raise Exit(EXIT_BAD_CONNECTION, str(e)) from None
+                if v["insecure-skip-tls-verify"]:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+            try:
+                self._client = GatewayClient(endpoints, v["dial-timeout"], v["command-timeout"], ctx)
+            except (ClientError, ValueError) as e:
+                raise Exit(EXIT_BAD_CONNECTION, str(e)) from None
+            if v["user"]:
+                self._authenticate(self._client)
+        return self._client
+
+    def _authenticate(self, client: GatewayClient) -> None:
+        user, password = self.values["user"], self.values["password"]
+        if not password:
+            if ":" not in user:
+                raise Exit(EXIT_BAD_ARGS, "password must be given with --password or as --user=name:password")
+            user, password = user.split(":", 1)
+        try:
+            resp = client.call("/v3/auth/authenticate", {"name": user, "password": password})
+        except ClientError as e:
+            raise Exit(EXIT_BAD_CONNECTION, str(e)) from None
+        client.token = resp.get("token", "")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def call(ctx: Context, path: str, body: dict, exit_code: int = EXIT_ERROR, wrap: str = "%s") -> dict:
+    try:
+        return ctx.client().call(path, body)
+    except ClientError as e:
+        raise Exit(exit_code, wrap % e) from None
+
+
+# -- kv commands ---------------------------------------------------------------
+
+def cmd_put(ctx: Context, args: list[str], v: dict) -> int:
+    if not args:
+        raise Exit(EXIT_BAD_ARGS, "put command needs 1 argument and input from stdin or 2 arguments")
+    if v["ignore-value"] and len(args) > 1:
+        raise Exit(EXIT_BAD_ARGS, "put command needs only 1 argument when 'ignore-value' is set")
+    value = b""
+    if not v["ignore-value"]:
+        if len(args) > 1:
+            value = arg_bytes(args[1])
+        else:
+            value = ctx.stdin.read()
+            if not value:
+                raise Exit(EXIT_BAD_ARGS, "put command needs 1 argument and input from stdin or 2 arguments")
+    try:
+        lease = parse_hex_int64(v["lease"])
+    except ValueError as e:
+        raise Exit(EXIT_BAD_ARGS, f"bad lease ID ({e}), expecting ID in Hex") from None
+    body = {"key": b64e(args[0])}
+    if value:
+        body["value"] = b64e(value)
+    if lease:
+        body["lease"] = str(lease)
+    if v["prev-kv"]:
+        body["prev_kv"] = True
+    if v["ignore-value"]:
+        body["ignore_value"] = True
+    if v["ignore-lease"]:
+        body["ignore_lease"] = True
+    ctx.display.put(call(ctx, "/v3/kv/put", body))
+    return EXIT_SUCCESS
+
+
+SORT_TARGETS = {"": 0, "KEY": 0, "VERSION": 1, "CREATE": 2, "MODIFY": 3, "VALUE": 4}
+SORT_ORDERS = {"": 0, "ASCEND": 1, "DESCEND": 2}
+
+
+def range_body(key: str, range_end: str | None, prefix: bool, from_key: bool) -> dict:
+    """Key and range_end as clientv3's WithRange / WithPrefix / WithFromKey set them."""
+    k = arg_bytes(key)
+    end = arg_bytes(range_end) if range_end is not None else None
+    if prefix:
+        if not k:
+            k, end = b"\x00", b"\x00"
+        else:
+            end = prefix_end(k)
+    if from_key:
+        if not k:
+            k = b"\x00"
+        end = b"\x00"
+    body = {"key": b64e(k)}
+    if end:
+        body["range_end"] = b64e(end)
+    return body
+
+
+def cmd_get(ctx: Context, args: list[str], v: dict) -> int:
+    if not args:
+        raise Exit(EXIT_BAD_ARGS, "get command needs one argument as key and an optional argument as range_end")
+    if v["prefix"] and v["from-key"]:
+        raise Exit(EXIT_BAD_ARGS, "`--prefix` and `--from-key` cannot be set at the same time, choose one")
+    if v["consistency"] not in ("l", "s"):
+        raise Exit(EXIT_BAD_FEATURE, f'unknown consistency flag "{v["consistency"]}"')
+    if len(args) > 1 and (v["prefix"] or v["from-key"]):
+        raise Exit(EXIT_BAD_ARGS, "too many arguments, only accept one argument when `--prefix` or `--from-key` is set")
+    order = v["order"].upper()
+    if order not in SORT_ORDERS:
+        raise Exit(EXIT_BAD_FEATURE, f"bad sort order {v['order']}")
+    target = v["sort-by"].upper()
+    if target not in SORT_TARGETS:
+        raise Exit(EXIT_BAD_FEATURE, f"bad sort target {v['sort-by']}")
+    body = range_body(args[0], args[1] if len(args) > 1 else None, v["prefix"], v["from-key"])
+    if v["limit"]:
+        body["limit"] = str(v["limit"])
+    if v["rev"] > 0:
+        body["revision"] = str(v["rev"])
+    sort_order, sort_target = SORT_ORDERS[order], SORT_TARGETS[target]
+    if sort_target == 0 and sort_order == 1:
+        sort_order = 0  # clientv3.WithSort: ascending by key is the server's natural order
+    if sort_order:
+        body["sort_order"] = sort_order
+    if sort_target:
+        body["sort_target"] = sort_target
+    if v["consistency"] == "s":
+        body["serializable"] = True
+    if v["keys-only"]:
+        body["keys_only"] = True
+    if v["count-only"]:
+        body["count_only"] = True
+    if v["print-value-only"]:
+        if ctx.format != "simple":
+            raise Exit(EXIT_BAD_ARGS, "print-value-only is only for `--write-out=simple`")
+        ctx.display.value_only = True
+    ctx.display.get(call(ctx, "/v3/kv/range", body), count_only=v["count-only"])
+    return EXIT_SUCCESS
+
+
+def cmd_del(ctx: Context, args: list[str], v: dict) -> int:
+    if not args or len(args) > 2:
+        raise Exit(EXIT_BAD_ARGS, "del command needs one argument as key and an optional argument as range_end")
+    if v["prefix"] and v["from-key"]:
+        raise Exit(EXIT_BAD_ARGS, "`--prefix` and `--from-key` cannot be set at the same time, choose one")
+    if len(args) > 1 and (v["prefix"] or v["from-key"]):
+        raise Exit(EXIT_BAD_ARGS, "too many arguments, only accept one argument when `--prefix` or `--from-key` is set")
+    body = range_body(args[0], args[1] if len(args) > 1 else None, v["prefix"], v["from-key"])
+    if v["prev-kv"]:
+        body["prev_kv"] = True
+    ctx.display.delete(call(ctx, "/v3/kv/deleterange", body))
+    return EXIT_SUCCESS
+
+
+# -- watch ---------------------------------------------------------------------
+
+def watch_error(resp: dict) -> str:
+    """clientv3.WatchResponse.Err() for a canceled watch."""
+    if resp.get("compact_revision"):
+        return "etcdserver: mvcc: required revision has been compacted"
+    if resp.get("cancel_reason"):
+        return resp["cancel_reason"]
+    return "etcdserver: mvcc: required revision is a future revision"
+
+
+def cmd_watch(ctx: Context, args: list[str], v: dict) -> int:
+    if not args:
+        raise Exit(EXIT_BAD_ARGS, "bad number of arguments")
+    if len(args) == 2 and v["prefix"]:
+        raise Exit(EXIT_BAD_ARGS, "`range_end` and `--prefix` are mutually exclusive")
+    create = range_body(args[0], args[1] if len(args) == 2 else None, v["prefix"], False)
+    if v["prev-kv"]:
+        create["prev_kv"] = True
+    if v["progress-notify"]:
+        create["progress_notify"] = True
+    next_rev = v["rev"]
+    client = ctx.client()
+    while True:
+        if next_rev > 0:
+            create["start_revision"] = str(next_rev)
+        try:
+            for resp in client.stream("/v3/watch", {"create_request": create}, timeout=None):
+                if resp.get("created") and not resp.get("canceled"):
+                    if next_rev <= 0:  # pin the start so a reconnect resumes without gaps
+                        next_rev = resp.get("header", {}).get("revision", 0) + 1
+                    continue
+                if resp.get("canceled"):
+                    sys.stderr.write(f"watch was canceled ({watch_error(resp)})\n")
+                    ctx.display.watch(resp)
+                    ctx.stdout.flush()
+                    raise Exit(EXIT_INTERRUPTED, "watch is canceled by the server")
+                events = resp.get("events", [])
+                if events:
+                    next_rev = events[-1].get("kv", {}).get("mod_revision", next_rev - 1) + 1
+                elif resp.get("header", {}).get("revision"):
+                    next_rev = max(next_rev, resp["header"]["revision"] + 1)
+                ctx.display.watch(resp)
+                ctx.stdout.flush()
+        except RPCError as e:
+            raise Exit(EXIT_INTERRUPTED if e.code == 1 else EXIT_BAD_CONNECTION, str(e)) from None
+        except ClientError:
+            pass  # connection lost: clientv3 retries the watch; so do we
+        time.sleep(0.2)
+
+
+# -- lease commands ------------------------------------------------------------
+
+def cmd_lease_grant(ctx: Context, args: list[str], v: dict) -> int:
+    if len(args) != 1:
+        raise Exit(EXIT_BAD_ARGS, "lease grant command needs TTL argument")
+    try:
+        ttl = fl._parse_int(args[0])
+    except ValueError as e:
+        raise Exit(EXIT_BAD_ARGS, f"bad TTL ({e})") from None
+    resp = call(ctx, "/v3/lease/grant", {"TTL": str(ttl)}, wrap="failed to grant lease (%s)")
+    ctx.display.grant(resp)
+    return EXIT_SUCCESS
+
+
+def cmd_lease_revoke(ctx: Context, args: list[str], v: dict) -> int:
+    if len(args) != 1:
+        raise Exit(EXIT_BAD_ARGS, "lease revoke command needs 1 argument")
+    lid = lease_from_arg(args[0])
+    resp = call(ctx, "/v3/lease/revoke", {"ID": str(lid)}, wrap="failed to revoke lease (%s)")
+    ctx.display.revoke(lid, resp)
+    return EXIT_SUCCESS
+
+
+def cmd_lease_timetolive(ctx: Context, args: list[str], v: dict) -> int:
+    if len(args) != 1:
+        raise Exit(EXIT_BAD_ARGS, "lease timetolive command needs lease ID as argument")
+    lid = lease_from_arg(args[0])
+    body = {"ID": str(lid)}
+    if v["keys"]:
+        body["keys"] = True
+    resp = call(ctx, "/v3/lease/timetolive", body, exit_code=EXIT_BAD_CONNECTION)
+    resp.setdefault("ID", lid)
+    ctx.display.timetolive(resp, v["keys"])
+    return EXIT_SUCCESS
+
+
+def cmd_lease_list(ctx: Context, args: list[str], v: dict) -> int:
+    resp = call(ctx, "/v3/lease/leases", {}, exit_code=EXIT_BAD_CONNECTION)
+    ctx.display.leases(resp)
+    return EXIT_SUCCESS
+
+
+def keepalive_once(client: GatewayClient, lid: int) -> dict:
+    """One LeaseKeepAlive round trip; clientv3 turns TTL <= 0 into ErrLeaseNotFound."""
+    for resp in client.stream("/v3/lease/keepalive", {"ID": str(lid)}, timeout=client.command_timeout):
+        if resp.get("TTL", 0) <= 0:
+            raise RPCError(5, "etcdserver: requested lease not found")
+        resp["ID"] = lid
+        return resp
+    raise ClientError("etcdserver: no response to lease keep-alive")
+
+
+def cmd_lease_keepalive(ctx: Context, args: list[str], v: dict) -> int:
+    if len(args) != 1:
+        raise Exit(EXIT_BAD_ARGS, "lease keep-alive command needs lease ID as argument")
+    lid = lease_from_arg(args[0])
+    client = ctx.client()
+    if v["once"]:
+        try:
+            resp = keepalive_once(client, lid)
+        except ClientError as e:
+            raise Exit(EXIT_BAD_CONNECTION, str(e)) from None
+        ctx.display.keepalive(resp)
+        return EXIT_SUCCESS
+    # clientv3.KeepAlive: renew every TTL/3; the channel closes when the lease is gone
+    while True:
+        try:
+            resp = keepalive_once(client, lid)
+        except RPCError:
+            break
+        except ClientError:
+            time.sleep(0.5)  # server unreachable: keep trying, as clientv3 does
+            continue
+        ctx.display.keepalive(resp)
+        ctx.stdout.flush()
+        time.sleep(max(resp["TTL"] / 3.0, 0.5))
+    ctx.display.keepalive_ended(lid)
+    return EXIT_SUCCESS
+
+
+def cmd_version(ctx: Context, args: list[str], v: dict) -> int:
+    ctx.stdout.write(f"etcdctl version: {VERSION}\nAPI version: {API_VERSION}\n".encode())
+    return EXIT_SUCCESS
+
+
+# -- the command table ---------------------------------------------------------
+
+F = fl.Flag
+GLOBAL_FLAGS = [
+    F("endpoints", "strings", ["127.0.0.1:2379"], "gRPC endpoints"),
+    F("write-out", "string", "simple", "set the output format (json, simple)", "w"),
+    F("hex", "bool", False, "print byte strings as hex encoded strings"),
+    F("dial-timeout", "duration", 2.0, "dial timeout for client connections"),
+    F("command-timeout", "duration", 5.0, "timeout for short running command (excluding dial timeout)"),
+    F("cacert", "string", "", "verify certificates of TLS-enabled secure servers using this CA bundle"),
+    F("cert", "string", "", "identify secure client using this TLS certificate file"),
+    F("key", "string", "", "identify secure client using this TLS key file"),
+    F("insecure-skip-tls-verify", "bool", False,
+      "skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)"),
+    F("user", "string", "", "username[:password] for authentication"),
+    F("password", "string", "",
+      "password for authentication (if this option is used, --user option shouldn't include password)"),
+]
+
+ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM} [flags]", subcommands=[
+    fl.Command("put", "Puts the given key into the store",
+               "put [options] <key> <value> (<value> can also be given from stdin) [flags]", cmd_put, [
+                   F("lease", "string", "0", "lease ID (in hexadecimal) to attach to the key"),
+                   F("prev-kv", "bool", False, "return the previous key-value pair before modification"),
+                   F("ignore-value", "bool", False, "updates the key using its current value"),
+                   F("ignore-lease", "bool", False, "updates the key using its current lease"),
+               ]),
+    fl.Command("get", "Gets the key or a range of keys", "get [options] <key> [range_end] [flags]", cmd_get, [
+        F("consistency", "string", "l", "Linearizable(l) or Serializable(s)"),
+        F("order", "string", "", "Order of results; ASCEND or DESCEND (ASCEND by default)"),
+        F("sort-by", "string", "", "Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION"),
+        F("limit", "int", 0, "Maximum number of results"),
+        F("prefix", "bool", False, "Get keys with matching prefix"),
+        F("from-key", "bool", False, "Get keys that are greater than or equal to the given key using byte compare"),
+        F("rev", "int", 0, "Specify the kv revision"),
+        F("keys-only", "bool", False, "Get only the keys"),
+        F("count-only", "bool", False, "Get only the count"),
+        F("print-value-only", "bool", False, 'Only write values when using the "simple" output format'),
+    ]),
+    fl.Command("del", "Removes the specified key or range of keys [key, range_end)",
+               "del [options] <key> [range_end] [flags]", cmd_del, [
+                   F("prefix", "bool", False, "delete keys with matching prefix"),
+                   F("prev-kv", "bool", False, "return deleted key-value pairs"),
+                   F("from-key", "bool", False,
+                     "delete keys that are greater than or equal to the given key using byte compare"),
+               ]),
+    fl.Command("watch", "Watches events stream on keys or prefixes",
+               "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...] [flags]",
+               cmd_watch, [
+                   F("prefix", "bool", False, "Watch on a prefix if prefix is set"),
+                   F("rev", "int", 0, "Revision to start watching"),
+                   F("prev-kv", "bool", False, "get the previous key-value pair before the event happens"),
+                   F("progress-notify", "bool", False, "get periodic watch progress notification from server"),
+               ]),
+    fl.Command("lease", "Lease related commands", "lease <subcommand> [flags]", subcommands=[
+        fl.Command("grant", "Creates leases", "lease grant <ttl> [flags]", cmd_lease_grant),
+        fl.Command("keep-alive", "Keeps leases alive (renew)", "lease keep-alive [options] <leaseID> [flags]",
+                   cmd_lease_keepalive,
+                   [F("once", "bool", False,
+                      "Resets the keep-alive time to its original value and exits immediately")]),
+        fl.Command("list", "List all active leases", "lease list [flags]", cmd_lease_list),
+        fl.Command("revoke", "Revokes leases", "lease revoke <leaseID> [flags]", cmd_lease_revoke),
+        fl.Command("timetolive", "Get lease information", "lease timetolive <leaseID> [options] [flags]",
+                   cmd_lease_timetolive, [F("keys", "bool", False, "Get keys attached to this lease")]),
+    ]),
+    fl.Command("version", "Prints the version of etcdctl", "version [flags]", cmd_version),
+])
+del F
+
+
+def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
+         interrupt_kills: bool = True) -> int:
+    if argv is None:  # run as a program: die quietly on a closed pipe, as Go programs do
+        argv = sys.argv[1:]
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    stderr = stderr or sys.stderr
+
+    def error(msg: str) -> None:
+        stderr.write(f"Error: {msg}\n")
+        stderr.flush()
+
+    try:
+        parsed = fl.parse(ROOT, GLOBAL_FLAGS, argv)
+    except LookupError as e:
+        msg = f'unknown command "{e.args[0]}" for "{PROGRAM}"'
+        stderr.write(f"Error: {msg}\nRun '{PROGRAM} --help' for usage.\n")
+        error(msg)
+        return EXIT_ERROR
+    except fl.EnvConflict as e:
+        # etcdctl's pkg/flags logs this at CRITICAL (capnslog format) and exits 1
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f".{int(time.time() * 1e6) % 1000000:06d}"
+        stderr.write(f"{stamp} C | pkg/flags: {e}\n")
+        return EXIT_ERROR
+    except fl.UsageError as e:
+        # cobra: error, usage on stdout, blank line; then etcdctl's own ExitWithError
+        cmd = e.command or ROOT
+        stderr.write(f"Error: {e}\n")
+        stdout.write(fl.usage_text(cmd, GLOBAL_FLAGS, PROGRAM).encode())
+        stdout.flush()
+        stderr.write("\n")
+        error(str(e))
+        return EXIT_ERROR
+    cmd = parsed.command
+    if parsed.values["help"] or cmd.run is None:
+        stdout.write(fl.usage_text(cmd, GLOBAL_FLAGS, PROGRAM).encode())
+        stdout.flush()
+        return EXIT_SUCCESS
+    ctx = None
+    try:
+        ctx = Context(parsed.values, stdin, stdout)
+        code = cmd.run(ctx, parsed.args, parsed.values)
+        stdout.flush()
+        return code
+    except Exit as e:
+        stdout.flush()
+        error(e.message)
+        return e.code
+    except KeyboardInterrupt:
+        stdout.flush()
+        if interrupt_kills:
+            _die_of_sigint()
+        return 130
+    except BrokenPipeError:
+        return EXIT_IO
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _die_of_sigint() -> None:
+    """Leave as a Go program does on Ctrl-C: killed by SIGINT (the shell shows 130)."""
+    sys.stdout.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
