@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastkv import requests
 from fastkv.errors import EtcdError
 from fastkv.mvcc.lease import Lessor
-from fastkv.mvcc.store import KVStore
+from fastkv.mvcc.store import SNAPSHOT_CHUNK, KVStore
 from fastkv.mvcc.watch import WatchHub
 from fastkv.storage.wal import Entry
 
@@ -53,12 +53,30 @@ class Applier:
             self.hub.notify(store.rev, events)
         return req_id, resp
 
-    def snapshot_state(self) -> dict:
-        return {
-            "version": 1,
-            "applied_index": self.applied_index,
-            "applied_term": self.applied_term,
-            "store": self.store.snapshot_state(),
-            "lessor": self.lessor.snapshot_state(),
-        }
+    def snapshot_parts(self):
+        """Freeze the state now (cheap copies); returns (state, blobs): the state dict
+        without the store's records, and an iterator of the record chunks, which
+        can be drained later, a chunk at a time, while applying goes on."""
+        view = self.store.snapshot_view()
+        store = view.meta()
+        store["record_chunk_count"] = (len(view.history) + SNAPSHOT_CHUNK - 1) // SNAPSHOT_CHUNK
+        state = {"version": 1, "applied_index": self.applied_index,
+                 "applied_term": self.applied_term, "store": store,
+                 "lessor": self.lessor.snapshot_state()}
+        return state, view.iter_chunks()
+
+    def snapshot_state(self) -> tuple[dict, list[bytes]]:
+        state, blobs = self.snapshot_parts()
+        return state, list(blobs)
+
+
+def store_state_from_snapshot(state: dict, blobs: list[bytes]) -> dict:
+    """The store's part of a snapshot, with its record chunks put back."""
+    store = dict(state["store"])
+    count = store.pop("record_chunk_count")
+    if count != len(blobs):
+        from fastkv.errors import StorageCorruption
+        raise StorageCorruption(f"snapshot: {len(blobs)} record chunks, expected {count}")
+    store["record_chunks"] = blobs
+    return store
 

@@ -14,7 +14,7 @@ import time
 from urllib.parse import urlsplit
 
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
-from fastkv.apply import Applier
+from fastkv.apply import Applier, store_state_from_snapshot
 from fastkv.config import Config
 from fastkv.errors import ErrLeaseNotFound, ErrRequestTooLarge, ErrStopped, EtcdError
 from fastkv.identity import IdGenerator, cluster_id, member_id
@@ -25,7 +25,7 @@ from fastkv.mvcc.watch import WatchHub, WatchStream
 from fastkv.raft.core import RaftCore
 from fastkv.raft.log import RaftLog
 from fastkv.raft.node import RaftNode
-from fastkv.storage.snapshot import Snapshotter, encode as encode_snapshot
+from fastkv.storage.snapshot import Snapshotter
 from fastkv.storage.wal import WAL, HardState
 
 log = logging.getLogger("fastkv.server")
@@ -75,10 +75,11 @@ class Server:
             self.member_id, self.cluster_id = meta["member_id"], meta["cluster_id"]
             snap_index = snap_term = 0
             if snap is not None:
-                snap_term, snap_index, state = snap
+                snap_term, snap_index, state, blobs = snap
                 # Leases first: restoring the store re-attaches keys to them.
                 self.lessor.restore_snapshot_state(state["lessor"])
-                self.store = KVStore.from_snapshot_state(state["store"], self.lessor)
+                self.store = KVStore.from_snapshot_state(
+                    store_state_from_snapshot(state, blobs), self.lessor)
             else:
                 self.store = KVStore(self.lessor)
             entries = [e for e in contents.entries if e.index > snap_index]
@@ -185,17 +186,22 @@ class Server:
     async def _snapshot(self, index: int) -> None:
         """Write the state at `index` to a snapshot file, then release older WAL segments."""
         try:
-            # Serialise now, on the loop, so the state is exactly that of `index`.
-            state = self.applier.snapshot_state()
+            # Freeze the state of `index` now (cheap copies); serialise the records one
+            # chunk per loop turn (no GIL contention with a busy thread), then write
+            # the file in a worker thread (I/O, which releases the GIL).
+            state, chunks = self.applier.snapshot_parts()
             term = self.applier.applied_term
-            data = encode_snapshot(state)
-            await asyncio.to_thread(self.snapshotter.save, term, index, data)
+            blobs = []
+            for chunk in chunks:
+                blobs.append(chunk)
+                await asyncio.sleep(0)
+            size = await asyncio.to_thread(self.snapshotter.save, term, index, state, blobs)
             await asyncio.to_thread(self.wal.save_snapshot_marker, index, term)
             released = await asyncio.to_thread(self.wal.release_to, index)
             self.core.compact(index)
             self.snapshot_index = index
             log.info("snapshot at index %d (%d bytes); released %d WAL segments",
-                     index, len(data), released)
+                     index, size, released)
         except Exception as exc:
             self._on_fatal(exc)
             log.critical("snapshot failed: %r", exc, exc_info=True)

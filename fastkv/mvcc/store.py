@@ -34,6 +34,8 @@ return ``(response, events)``; events are watch events in change order::
 """
 from __future__ import annotations
 
+import marshal
+
 import struct
 import zlib
 from bisect import bisect_left, bisect_right
@@ -55,7 +57,7 @@ _TARGET_KEY, _TARGET_VERSION, _TARGET_CREATE, _TARGET_MOD, _TARGET_VALUE = 0, 1,
 _CMP_EQUAL, _CMP_GREATER, _CMP_LESS, _CMP_NOT_EQUAL = 0, 1, 2, 3
 _CT_VERSION, _CT_CREATE, _CT_MOD, _CT_VALUE, _CT_LEASE = 0, 1, 2, 3, 4
 
-_SNAPSHOT_FORMAT = 1
+_SNAPSHOT_FORMAT = 2  # records in marshal-ed chunks of SNAPSHOT_CHUNK
 _HASH_REC = struct.Struct(">QqqqI")
 
 
@@ -427,15 +429,19 @@ class KVStore:
 
     # --------------------------------------------------------------- snapshot
 
+    def snapshot_view(self) -> "StoreSnapshotView":
+        """A frozen view of the state, cheap enough to take on the event loop.
+
+        Records are immutable tuples, so copying the revision map and the
+        history list (C-speed copies of references) freezes the state; the
+        expensive part, serialising it, runs later on the view, in a worker
+        thread, while the store moves on."""
+        return StoreSnapshotView(self.rev, self.compact_rev, dict(self._records),
+                                 list(self._history))
+
     def snapshot_state(self):
         """The whole state as dict/list/tuple/bytes/int/None (marshal-able)."""
-        records = self._records
-        return {
-            "format": _SNAPSHOT_FORMAT,
-            "rev": self.rev,
-            "compact_rev": self.compact_rev,
-            "records": [(p,) + records[p] for p in self._history],
-        }
+        return self.snapshot_view().to_state()
 
     @classmethod
     def from_snapshot_state(cls, state, lessor=None) -> "KVStore":
@@ -452,15 +458,16 @@ class KVStore:
         records = store._records
         history = store._history
         live = store._live
-        for packed, key, value, create, version, lease in state["records"]:
-            records[packed] = (key, value, create, version, lease)
-            history.append(packed)
-            if value is None:
-                index.tombstone(key, packed)
-                del live[key]
-            else:
-                index.put(key, packed)
-                live[key] = packed
+        for chunk in state["record_chunks"]:
+            for packed, key, value, create, version, lease in marshal.loads(chunk):
+                records[packed] = (key, value, create, version, lease)
+                history.append(packed)
+                if value is None:
+                    index.tombstone(key, packed)
+                    del live[key]
+                else:
+                    index.put(key, packed)
+                    live[key] = packed
         if lessor is not None:
             for key, packed in live.items():
                 lease = records[packed][4]
@@ -714,3 +721,34 @@ class KVStore:
         if responses:
             resp["responses"] = responses
         return resp, nxt
+
+
+SNAPSHOT_CHUNK = 4096
+
+
+class StoreSnapshotView:
+    """The store's state at one revision, detached from the live store."""
+
+    __slots__ = ("rev", "compact_rev", "records", "history")
+
+    def __init__(self, rev: int, compact_rev: int, records: dict, history: list):
+        self.rev = rev
+        self.compact_rev = compact_rev
+        self.records = records
+        self.history = history
+
+    def meta(self) -> dict:
+        """Everything but the records."""
+        return {"format": _SNAPSHOT_FORMAT, "rev": self.rev, "compact_rev": self.compact_rev}
+
+    def iter_chunks(self):
+        """The records, marshal-ed SNAPSHOT_CHUNK at a time (~2 ms each), in revision
+        order: the server serialises one chunk per event-loop turn."""
+        records, history = self.records, self.history
+        for lo in range(0, len(history), SNAPSHOT_CHUNK):
+            yield marshal.dumps([(p,) + records[p] for p in history[lo:lo + SNAPSHOT_CHUNK]])
+
+    def to_state(self) -> dict:
+        state = self.meta()
+        state["record_chunks"] = list(self.iter_chunks())
+        return state

@@ -71,16 +71,13 @@ class RaftCore:
     def _become_leader(self) -> None:
         self.state = LEADER
         self.lead = self.id
-        self.log.append(Entry(self.term, self.log.last_index + 1, ENTRY_NORMAL, b""))
-        self._term_start = self.log.last_index
+        self._term_start = self.log.append_new(self.term, ENTRY_NORMAL, b"")
 
     def propose(self, data: bytes) -> int:
         """Append a client entry; returns its index. Only the leader accepts proposals."""
         if self.state != LEADER:
             raise ErrNotLeader()
-        index = self.log.last_index + 1
-        self.log.append(Entry(self.term, index, ENTRY_NORMAL, data))
-        return index
+        return self.log.append_new(self.term, ENTRY_NORMAL, data)
 
     # ---- Ready / Advance -----------------------------------------------------------
 
