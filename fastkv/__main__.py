@@ -21,8 +21,8 @@ async def _serve(cfg: config.Config) -> int:
         loop.add_signal_handler(sig, server.stopped.set)
     try:
         await server.start()
-    except StorageCorruption:
-        await server.stop() if hasattr(server, "node") else None
+    except BaseException:
+        await server.stop()
         raise
     await server.stopped.wait()
     await server.stop()

@@ -50,6 +50,8 @@ class Server:
         self.snap_dir = os.path.join(self.member_dir, "snap")
         self.member_id = 0
         self.cluster_id = 0
+        self.wal: WAL | None = None        # set by _open_storage
+        self.node: RaftNode | None = None  # set by _open_storage
         self._waiters: dict[int, asyncio.Future] = {}
         self._apply_waiters: list[tuple[int, asyncio.Future]] = []
         self._pending_revokes: set[int] = set()
@@ -139,6 +141,7 @@ class Server:
         log.info("serving client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
     async def stop(self) -> None:
+        """Stop serving and close storage; safe to call at any point of start-up."""
         if self._stopped:
             return
         self._stopped = True
@@ -146,11 +149,13 @@ class Server:
             lst.close()
         for t in self._tasks:
             t.cancel()
-        await self.node.stop()
+        if self.node is not None:
+            await self.node.stop()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(ErrStopped())
-        self.wal.close()
+        if self.wal is not None:
+            self.wal.close()
         self.stopped.set()
 
     def _on_fatal(self, exc: BaseException) -> None:

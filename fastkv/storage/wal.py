@@ -196,20 +196,24 @@ class WAL:
 
     def _check_torn_tail(self, path, buf, records, bad_offset, is_last) -> None:
         """Decide between a torn tail (repair) and corruption (refuse to start)."""
-        if records:
-            last_seq, last_flags = records[-1][1], records[-1][3]
-            torn_seq = last_seq if not (last_flags & codec.FLAG_BATCH_END) else last_seq + 1
-        else:
-            torn_seq = None  # the segment's first batch is damaged: any later batch is corruption
+        if not records:
+            # Every segment starts with its header batch, fsynced before the segment got
+            # its name: a segment whose first record is bad was damaged after the fact.
+            raise StorageCorruption(
+                f"wal: corrupt record in {path} at offset {bad_offset} (the segment header); "
+                f"refusing to start")
+        last_seq, last_flags = records[-1][1], records[-1][3]
+        torn_seq = last_seq if not (last_flags & codec.FLAG_BATCH_END) else last_seq + 1
         pos = bad_offset
         while True:
             found = codec.find_next_valid(buf, pos)
             if found is None:
                 break
             offset, batch_seq, _type, _flags = found
-            if torn_seq is None:
-                torn_seq = batch_seq
-            if batch_seq != torn_seq or not is_last:
+            # A record of a later batch means the bad one was acknowledged. One of an
+            # older batch cannot follow legitimately: it is bytes inside some entry's
+            # data that happen to look like a record, and says nothing.
+            if batch_seq > torn_seq or (batch_seq == torn_seq and not is_last):
                 raise StorageCorruption(
                     f"wal: corrupt record in {path} at offset {bad_offset}: valid records of "
                     f"later writes follow it (at offset {offset}); refusing to start. "

@@ -167,3 +167,36 @@ def test_preallocated_segment(tmp_path):
     wal = make(tmp_path, segment_bytes=1 << 20)
     assert os.path.getsize(wal.segment_paths[0]) == 1 << 20
     wal.close()
+
+
+def test_garbage_segment_is_refused_and_left_untouched(tmp_path):
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 3), HardState(1, 1, 0))
+    wal.close()
+    path = _last_segment(tmp_path)
+    with open(path, "r+b") as f:
+        f.write(b"junk" * 8)          # the segment header is gone
+    before = open(path, "rb").read()
+    with pytest.raises(StorageCorruption, match="offset 0"):
+        WAL.open(str(tmp_path / "wal"))
+    assert open(path, "rb").read() == before  # nothing "repaired"
+
+
+def test_record_lookalike_inside_entry_data_does_not_block_repair(tmp_path):
+    """A value that happens to contain WAL-framed bytes (an old batch number) in a torn
+    last batch must not be mistaken for a later write."""
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 5), HardState(1, 1, 0))
+    path = _last_segment(tmp_path)
+    good_end = _data_end(path)
+    lookalike = codec.encode_batch(1, [(codec.TYPE_ENTRY, b"\x00" * 17 + b"x")])
+    # record header 16 + entry header 17 + 7 bytes: the lookalike is 8-byte aligned
+    wal.save_sync([Entry(1, 6, 0, b"\x00" * 7 + lookalike + b"tail" * 100)], None)
+    wal.close()
+    buf = open(path, "rb").read()
+    assert codec.find_next_valid(buf, good_end)[:2] == (good_end + 40, 1)  # seen, old batch
+    with open(path, "r+b") as f:  # tear the last batch at its start
+        f.seek(good_end + 4)
+        f.write(b"\xff\xff\xff\xff")
+    _, got = WAL.open(str(tmp_path / "wal"))
+    assert [e.index for e in got.entries] == [1, 2, 3, 4, 5]
