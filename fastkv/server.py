@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
 from fastkv.apply import Applier, store_state_from_snapshot
 from fastkv.config import Config
-from fastkv.errors import ErrLeaseNotFound, ErrRequestTooLarge, ErrStopped, EtcdError
+from fastkv.errors import (ErrLeaseNotFound, ErrRequestTooLarge, ErrStopped, EtcdError,
+                           StorageCorruption)
 from fastkv.identity import IdGenerator, cluster_id, member_id
 from fastkv.mvcc import validation
 from fastkv.mvcc.lease import Lessor
@@ -78,6 +79,10 @@ class Server:
             snap_index = snap_term = 0
             if snap is not None:
                 snap_term, snap_index, state, blobs = snap
+                if state.get("applied_index") != snap_index:
+                    raise StorageCorruption(
+                        f"snapshot: the file for index {snap_index} holds the state of index "
+                        f"{state.get('applied_index')}")
                 # Leases first: restoring the store re-attaches keys to them.
                 self.lessor.restore_snapshot_state(state["lessor"])
                 self.store = KVStore.from_snapshot_state(
@@ -86,7 +91,6 @@ class Server:
                 self.store = KVStore(self.lessor)
             entries = [e for e in contents.entries if e.index > snap_index]
             if entries and entries[0].index != snap_index + 1:
-                from fastkv.errors import StorageCorruption
                 raise StorageCorruption(
                     f"wal: entries start at {entries[0].index} but the newest snapshot is at "
                     f"{snap_index}: entries {snap_index + 1}..{entries[0].index - 1} are missing")
@@ -96,6 +100,10 @@ class Server:
             log.info("restored member %x: snapshot at index %d, %d WAL entries after it, "
                      "term %d", self.member_id, snap_index, len(entries), hardstate.term)
         else:
+            if self.snapshotter.files():
+                raise StorageCorruption(
+                    f"{self.snap_dir} holds snapshots but {self.wal_dir} has no WAL: "
+                    f"refusing to start a new member over old data")
             peers = cfg.initial_advertise_peer_urls
             self.member_id = member_id(peers, cfg.initial_cluster_token)
             self.cluster_id = cluster_id([member_id(urls, cfg.initial_cluster_token)
@@ -159,7 +167,10 @@ class Server:
         self.stopped.set()
 
     def _on_fatal(self, exc: BaseException) -> None:
+        """Fail-stop: no more proposals, no more writes; __main__ exits non-zero."""
         self.fatal = exc
+        if self.node is not None:
+            self.node.halt()
         self.stopped.set()
 
     # ---- applying -------------------------------------------------------------------
@@ -186,16 +197,18 @@ class Server:
         if (applied - self.snapshot_index >= self.cfg.snapshot_count
                 and not self._snapshotting):
             self._snapshotting = True
-            self._tasks.append(asyncio.create_task(self._snapshot(applied), name="snapshot"))
-
-    async def _snapshot(self, index: int) -> None:
-        """Write the state at `index` to a snapshot file, then release older WAL segments."""
-        try:
-            # Freeze the state of `index` now (cheap copies); serialise the records one
-            # chunk per loop turn (no GIL contention with a busy thread), then write
-            # the file in a worker thread (I/O, which releases the GIL).
-            state, chunks = self.applier.snapshot_parts()
+            # Freeze the state right here, exactly at `applied` (cheap copies).
+            parts = self.applier.snapshot_parts()
             term = self.applier.applied_term
+            self._tasks.append(asyncio.create_task(self._snapshot(applied, term, parts),
+                                                   name="snapshot"))
+
+    async def _snapshot(self, index: int, term: int, parts) -> None:
+        """Write the state frozen at `index` to a snapshot file, then release older WAL
+        segments. The records are serialised one chunk per loop turn (no GIL contention
+        with a busy thread); the file is written in a worker thread (I/O)."""
+        try:
+            state, chunks = parts
             blobs = []
             for chunk in chunks:
                 blobs.append(chunk)

@@ -5,6 +5,7 @@ that started it (also when the test fails).
 """
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
+class ServerProcess(abc.ABC):
     """A server started as a child process; `url` is its client URL."""
 
     name = "server"
@@ -41,8 +42,9 @@ class ServerProcess:
         self.log_path = os.path.join(tempfile.gettempdir(),
                                      f"{self.name}-{self.client_port}.log")
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError  # each server kind says how it is started
+        """The argv that starts this kind of server."""
 
     def flags(self) -> list[str]:
         return [

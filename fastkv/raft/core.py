@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastkv.errors import ErrNotLeader
+from fastkv.errors import ErrNotLeader, StorageCorruption
 from fastkv.raft.log import RaftLog
 from fastkv.storage.wal import Entry, HardState
 
@@ -40,6 +40,12 @@ class RaftCore:
         if voters != [member_id]:
             raise ValueError("this Raft core drives a one-voter configuration "
                              f"(voters={voters}, member={member_id})")
+        if hardstate.commit > log.last_index:
+            # etcd raft panics here too: entries the member once committed are gone.
+            raise StorageCorruption(
+                f"raft: commit index {hardstate.commit} is beyond the last log index "
+                f"{log.last_index}: the log lost committed entries (was it truncated or "
+                f"corrupted?); refusing to start")
         self.id = member_id
         self.voters = voters
         self.log = log
@@ -82,7 +88,7 @@ class RaftCore:
     # ---- Ready / Advance -----------------------------------------------------------
 
     def has_ready(self) -> bool:
-        return (self.log.last_index > self.stable or self.commit > self.applied
+        return (self.log.last_index > self.stable or min(self.commit, self.stable) > self.applied
                 or self._hardstate_changed())
 
     def _hardstate_changed(self) -> bool:
@@ -95,8 +101,10 @@ class RaftCore:
             rd.hardstate = HardState(self.term, self.vote, self.commit)
         if self.log.last_index > self.stable:
             rd.entries = self.log.slice(self.stable + 1, self.log.last_index)
-        if self.commit > self.applied:
-            rd.committed_entries = self.log.slice(self.applied + 1, self.commit)
+        # Never hand out an entry for applying that is not durable here.
+        upto = min(self.commit, self.stable)
+        if upto > self.applied:
+            rd.committed_entries = self.log.slice(self.applied + 1, upto)
         return rd
 
     def advance(self, rd: Ready) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Callable
 
+from fastkv.errors import ErrStopped
 from fastkv.raft.core import RaftCore
 from fastkv.storage.wal import WAL, Entry
 
@@ -45,7 +46,16 @@ class RaftNode:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    def halt(self) -> None:
+        """Stop persisting and applying at once (after a fatal error elsewhere)."""
+        self._stopped = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+
     def propose(self, data: bytes) -> int:
+        if self._stopped:
+            raise ErrStopped()
         index = self.core.propose(data)
         self._wake.set()
         return index

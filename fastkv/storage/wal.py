@@ -21,9 +21,11 @@ offset.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import marshal
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -43,6 +45,31 @@ def segment_name(seq: int, first_index: int) -> str:
 
 def parse_segment_name(name: str) -> tuple[int, int] | None:
     return parse_hex_pair_name(name, WAL_SUFFIX)
+
+
+_U32 = struct.Struct("<I")
+
+
+def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
+    """pwrite until all of buf is written; a short write (ENOSPC, EFBIG) raises."""
+    view = memoryview(buf)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(f"wal: short write at offset {offset}")
+        view = view[n:]
+        offset += n
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve size bytes. Only a filesystem without fallocate falls back to a sparse
+    file; ENOSPC and other errors are errors."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, max(size, os.fstat(fd).st_size))
 
 
 def fsync_dir(path: str) -> None:
@@ -96,6 +123,7 @@ class WAL:
         self.bytes_written = 0
         self.bytes_since_snapshot = 0   # record bytes after the newest snapshot marker
         self.fsyncs = 0
+        self.failed: BaseException | None = None  # a write or fsync error: no more writes
 
     # ---- creation and opening -------------------------------------------------
 
@@ -153,16 +181,19 @@ class WAL:
         wal._hardstate = contents.hardstate
         wal._last_index = contents.entries[-1].index if contents.entries else contents.snapshot_index
         wal._fd = os.open(wal._segments[-1][2], os.O_RDWR)
+        # After a crash of the process (not the machine) the last writes may sit in the
+        # page cache, fsync never confirmed: make them durable before trusting them.
+        os.fdatasync(wal._fd)
         return wal, contents
 
     def _replay_segment(self, path: str, is_last: bool, contents: WALContents) -> int:
         with open(path, "rb") as f:
             buf = f.read()
         records, end, clean = codec.decode(buf, 0)
-        if not clean:
-            self._check_torn_tail(path, buf, records, end, is_last)
+        self._check_tail(path, buf, records, end, clean, is_last)
+        # Batch numbers count within a segment (a new segment's header is batch 1).
+        self._batch_seq = records[-1][1]
         for offset, batch_seq, rtype, _flags, payload in records:
-            self._batch_seq = max(self._batch_seq, batch_seq)
             if rtype == codec.TYPE_ENTRY:
                 term, index, etype, data = codec.decode_entry(payload)
                 ents = contents.entries
@@ -194,46 +225,61 @@ class WAL:
                 raise StorageCorruption(f"wal: {path} offset {offset}: unknown record type {rtype}")
         return end
 
-    def _check_torn_tail(self, path, buf, records, bad_offset, is_last) -> None:
-        """Decide between a torn tail (repair) and corruption (refuse to start)."""
+    def _check_tail(self, path, buf, records, end, clean, is_last) -> None:
+        """Classify what follows the last good record: nothing, a torn tail (repair),
+        or damage to acknowledged data (refuse to start).
+
+        Looked at whether decoding stopped at a bad record or at zeros: a crash can
+        leave the first page of the last write unwritten (zeros) and later pages
+        written, and a zeroed block can hide acknowledged batches behind it."""
         if not records:
             # Every segment starts with its header batch, fsynced before the segment got
             # its name: a segment whose first record is bad was damaged after the fact.
             raise StorageCorruption(
-                f"wal: corrupt record in {path} at offset {bad_offset} (the segment header); "
+                f"wal: corrupt record in {path} at offset {end} (the segment header); "
                 f"refusing to start")
         last_seq, last_flags = records[-1][1], records[-1][3]
+        # The batch a crash could have torn: the last one's rest, or the next one.
         torn_seq = last_seq if not (last_flags & codec.FLAG_BATCH_END) else last_seq + 1
-        pos = bad_offset
+        what = "corrupt record" if not clean else "unreadable data"
+        pos = end - 1
         while True:
             found = codec.find_next_valid(buf, pos)
             if found is None:
                 break
             offset, batch_seq, _type, _flags = found
-            # A record of a later batch means the bad one was acknowledged. One of an
-            # older batch cannot follow legitimately: it is bytes inside some entry's
+            # A record of a later batch means the damaged one was acknowledged. One of
+            # an older batch cannot follow legitimately: it is bytes inside some entry's
             # data that happen to look like a record, and says nothing.
             if batch_seq > torn_seq or (batch_seq == torn_seq and not is_last):
                 raise StorageCorruption(
-                    f"wal: corrupt record in {path} at offset {bad_offset}: valid records of "
-                    f"later writes follow it (at offset {offset}); refusing to start. "
-                    f"Restore this member from a snapshot or remove and re-add it.")
-            pos = offset
+                    f"wal: {what} in {path} at offset {end}: valid records of later writes "
+                    f"follow it (at offset {offset}); refusing to start. Restore this member "
+                    f"from a snapshot or remove and re-add it.")
+            (length,) = _U32.unpack_from(buf, offset)
+            pos = offset + codec.HEADER_SIZE + ((length + 7) & ~7) - 1  # skip its payload
+        if not clean and not is_last:
+            raise StorageCorruption(
+                f"wal: corrupt record in {path} at offset {end}, and it is not the last "
+                f"segment; refusing to start")
+        # Whatever non-zero bytes lie past the end are the remains of an unacknowledged
+        # write: zero them, so later appends never sit in front of stale records.
+        dirty_end = len(bytes(buf).rstrip(b"\0"))
+        if dirty_end <= end:
+            return
         if not is_last:
             raise StorageCorruption(
-                f"wal: corrupt record in {path} at offset {bad_offset}, and it is not the last "
+                f"wal: {path} holds data past its end at offset {end}, and it is not the last "
                 f"segment; refusing to start")
-        # Torn tail: zero everything from the bad record to the end of the file.
-        size = len(buf)
         log.warning("wal: torn tail in %s at offset %d (%d bytes of an unacknowledged write); "
-                    "truncating", path, bad_offset, size - bad_offset)
+                    "truncating", path, end, dirty_end - end)
         fd = os.open(path, os.O_RDWR)
         try:
-            zeros = bytes(min(size - bad_offset, 1 << 20))
-            pos = bad_offset
-            while pos < size:
-                n = min(len(zeros), size - pos)
-                os.pwrite(fd, zeros[:n], pos)
+            zeros = bytes(min(dirty_end - end, 1 << 20))
+            pos = end
+            while pos < dirty_end:
+                n = min(len(zeros), dirty_end - pos)
+                _pwrite_all(fd, zeros[:n], pos)
                 pos += n
             os.fdatasync(fd)
         finally:
@@ -246,17 +292,14 @@ class WAL:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            try:
-                os.posix_fallocate(fd, 0, self.segment_bytes)
-            except OSError:  # filesystems without fallocate: zeros are written lazily
-                os.ftruncate(fd, self.segment_bytes)
-            self._batch_seq += 1
+            _preallocate(fd, self.segment_bytes)
+            self._batch_seq = 1  # batch numbers count within a segment
             head = codec.encode_batch(self._batch_seq, [
                 (codec.TYPE_METADATA, marshal.dumps(self.metadata)),
                 (codec.TYPE_HARDSTATE, codec.encode_hardstate(
                     self._hardstate.term, self._hardstate.vote, self._hardstate.commit)),
             ])
-            os.pwrite(fd, head, 0)
+            _pwrite_all(fd, head, 0)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -278,34 +321,48 @@ class WAL:
         with self._lock:
             if not entries and hardstate is None:
                 return
-            self._batch_seq += 1
             hs = None
             if hardstate is not None:
                 hs = (hardstate.term, hardstate.vote, hardstate.commit)
                 self._hardstate = hardstate
-            buf = codec.encode_entries(
-                self._batch_seq, [(e.term, e.index, e.type, e.data) for e in entries], hs)
-            self._write(buf, entries[0].index if entries else self._last_index + 1)
+            ents = [(e.term, e.index, e.type, e.data) for e in entries]
+            self._append(lambda seq: codec.encode_entries(seq, ents, hs),
+                         entries[0].index if entries else self._last_index + 1)
             if entries:
                 self._last_index = entries[-1].index
 
     def save_snapshot_marker(self, index: int, term: int) -> None:
         """Record that a snapshot covers the log up to index (its own batch, fsynced)."""
         with self._lock:
-            self._batch_seq += 1
-            buf = codec.encode_batch(
-                self._batch_seq, [(codec.TYPE_SNAPSHOT, codec.encode_snapshot(index, term))])
-            self._write(buf, self._last_index + 1)
+            marker = [(codec.TYPE_SNAPSHOT, codec.encode_snapshot(index, term))]
+            self._append(lambda seq: codec.encode_batch(seq, marker), self._last_index + 1)
             self.bytes_since_snapshot = 0
 
-    def _write(self, buf: bytes, first_index: int) -> None:
-        if self._offset + len(buf) > self.segment_bytes:
-            self._open_new_segment(self._segments[-1][0] + 1, first_index)
+    def _append(self, encode, first_index: int) -> None:
+        """Number, frame and write one batch: one pwrite, one fdatasync.
+
+        The roll-over to a new segment is decided before the batch gets its number,
+        so batch numbers strictly increase in file order (the torn-tail check relies
+        on it). After any write or fsync error the WAL refuses every later write:
+        after a failed fsync, Linux may report a later one as fine though data was
+        lost, so the member must stop, never carry on."""
+        if self.failed is not None:
+            raise StorageCorruption(f"wal: an earlier write failed ({self.failed!r}); "
+                                    f"refusing to write") from self.failed
+        try:
+            buf = encode(self._batch_seq + 1)
             if self._offset + len(buf) > self.segment_bytes:
-                # A batch larger than a whole segment: grow this segment to fit it.
-                os.posix_fallocate(self._fd, 0, self._offset + len(buf))
-        os.pwrite(self._fd, buf, self._offset)
-        os.fdatasync(self._fd)
+                self._open_new_segment(self._segments[-1][0] + 1, first_index)
+                buf = encode(self._batch_seq + 1)
+                if self._offset + len(buf) > self.segment_bytes:
+                    # A batch larger than a whole segment: grow this segment to fit it.
+                    _preallocate(self._fd, self._offset + len(buf))
+            _pwrite_all(self._fd, buf, self._offset)
+            os.fdatasync(self._fd)
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        self._batch_seq += 1
         self._offset += len(buf)
         self.bytes_written += len(buf)
         self.bytes_since_snapshot += len(buf)

@@ -129,3 +129,22 @@ def test_lease_expiry_deletes_keys_once():
         assert r.status_code == 404
     finally:
         srv.cleanup()
+
+
+def test_refuses_snapshots_without_a_wal():
+    import os
+    import shutil
+    import pytest
+    srv = FastkvProcess(extra_args=["--snapshot-count", "20"]).start()
+    try:
+        s = requests.Session()
+        for i in range(30):
+            put(s, srv.url, b"k%d" % i, b"v")
+        srv.stop()
+        member = os.path.join(srv.data_dir, "member", "member")
+        assert os.listdir(os.path.join(member, "snap"))
+        shutil.rmtree(os.path.join(member, "wal"))
+        with pytest.raises(RuntimeError, match="no WAL"):
+            srv.start(timeout=15)
+    finally:
+        srv.cleanup()

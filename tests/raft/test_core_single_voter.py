@@ -88,3 +88,19 @@ def test_compact_keeps_unapplied_entries():
     core.compact(6)
     assert core.log.first_index == 7 and core.log.last_index == 11
     assert core.log.term_at(6) == core.term
+
+
+def test_commit_beyond_the_log_is_refused():
+    from fastkv.errors import StorageCorruption
+    with pytest.raises(StorageCorruption, match="beyond the last log index"):
+        new_core(entries=[Entry(1, 1, 0, b"")], hs=HardState(1, 7, 5))
+
+
+def test_committed_entries_are_never_ahead_of_durable_ones():
+    core = new_core()
+    core.tick()
+    persist_and_apply(core)
+    core.propose(b"a")
+    core.commit = core.log.last_index  # even if commit ran ahead of the fsync ...
+    rd = core.ready()
+    assert rd.committed_entries == []  # ... nothing un-durable is handed out to apply

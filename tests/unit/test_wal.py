@@ -200,3 +200,88 @@ def test_record_lookalike_inside_entry_data_does_not_block_repair(tmp_path):
         f.write(b"\xff\xff\xff\xff")
     _, got = WAL.open(str(tmp_path / "wal"))
     assert [e.index for e in got.entries] == [1, 2, 3, 4, 5]
+
+
+def test_zeroed_first_page_of_the_last_write_is_a_torn_tail(tmp_path):
+    """The page holding the last batch's first header never reached disk, later pages
+    did: the stale remainder must be cleared, or later appends would sit in front of
+    it and a restart could resurrect never-acknowledged entries."""
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 10), HardState(1, 1, 0))
+    path = _last_segment(tmp_path)
+    good_end = _data_end(path)
+    wal.save_sync(entries(11, 200, size=100), None)   # the write the crash tore
+    wal.close()
+    with open(path, "r+b") as f:
+        f.seek(good_end)
+        f.write(bytes(4096))
+    wal2, got = WAL.open(str(tmp_path / "wal"))
+    assert got.entries[-1].index == 10
+    # New writes the same shape as the stale ones (record boundaries line up) and
+    # longer than the zeroed page, then restart: only the new entries may come back.
+    wal2.save_sync([Entry(2, i, 0, b"N" * 100) for i in range(11, 61)], None)
+    wal2.close()
+    _, again = WAL.open(str(tmp_path / "wal"))
+    assert [(e.index, e.term) for e in again.entries][10:] == [(i, 2) for i in range(11, 61)]
+
+
+def test_zeroed_block_inside_acknowledged_data_is_refused(tmp_path):
+    wal = make(tmp_path)
+    for lo in range(1, 100, 10):
+        wal.save_sync(entries(lo, lo + 9, size=100), HardState(1, 1, lo - 1))
+    wal.close()
+    path = _last_segment(tmp_path)
+    recs, _end, _ = codec.decode(open(path, "rb").read(), 0)
+    start = recs[len(recs) // 3][0]  # zeros from a record boundary: decoding ends "cleanly"
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(2048))
+    with pytest.raises(StorageCorruption, match="later writes"):
+        WAL.open(str(tmp_path / "wal"))
+
+
+def _batch_seqs(path):
+    recs, _end, _clean = codec.decode(open(path, "rb").read(), 0)
+    return [r[1] for r in recs]
+
+
+def test_batch_numbers_increase_across_a_roll_over(tmp_path):
+    wal = make(tmp_path, segment_bytes=4096)
+    for lo in range(1, 300, 10):
+        wal.save_sync(entries(lo, lo + 9, size=50), HardState(1, 1, lo - 1))
+        wal.save_snapshot_marker(lo, 1)
+    for path in wal.segment_paths:
+        seqs = _batch_seqs(path)
+        assert seqs == sorted(seqs) and seqs[0] == 1
+    wal.close()
+
+
+def test_torn_second_batch_after_a_roll_over_is_repaired(tmp_path):
+    wal = make(tmp_path, segment_bytes=4096)
+    lo = 1
+    while len(wal.segment_paths) < 2:
+        wal.save_sync(entries(lo, lo + 4, size=60), None)
+        lo += 5
+    path = wal.segment_paths[-1]
+    good_end = _data_end(path)
+    wal.save_sync(entries(lo, lo + 4, size=60), None)  # torn below
+    wal.close()
+    with open(path, "r+b") as f:
+        f.seek(good_end + 20)
+        f.write(b"\xff" * 8)
+    _, got = WAL.open(str(tmp_path / "wal"), segment_bytes=4096)
+    assert got.entries[-1].index == lo - 1
+
+
+def test_short_write_fails_and_the_wal_refuses_later_writes(tmp_path, monkeypatch):
+    import fastkv.storage.wal as walmod
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 2), None)
+    real = os.pwrite
+    monkeypatch.setattr(walmod.os, "pwrite", lambda fd, buf, off: 0)
+    with pytest.raises(OSError):
+        wal.save_sync(entries(3, 4), None)
+    monkeypatch.setattr(walmod.os, "pwrite", real)
+    with pytest.raises(StorageCorruption, match="earlier write failed"):
+        wal.save_sync(entries(3, 4), None)
+    wal.close()
