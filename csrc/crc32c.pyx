@@ -28,36 +28,33 @@ cdef uint32_t _check_value(object value) except? 0xFFFFFFFF:
     return <uint32_t>value
 
 
-def crc32c(data, value=0):
-    """CRC-32C of `data` (bytes-like), continuing from checksum `value`."""
+ctypedef uint32_t (*crc_fn)(uint32_t, const void *, size_t) noexcept nogil
+
+
+cdef uint32_t _checksum(crc_fn fn, object data, object value) except? 0xFFFFFFFF:
+    """Run fn over data's buffer, without the GIL for large buffers."""
     cdef Py_buffer view
     cdef uint32_t crc = _check_value(value)
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         if view.len > NOGIL_THRESHOLD:
             with nogil:
-                crc = fastkv_crc32c(crc, view.buf, <size_t>view.len)
+                crc = fn(crc, view.buf, <size_t>view.len)
         else:
-            crc = fastkv_crc32c(crc, view.buf, <size_t>view.len)
+            crc = fn(crc, view.buf, <size_t>view.len)
     finally:
         PyBuffer_Release(&view)
     return crc
+
+
+def crc32c(data, value=0):
+    """CRC-32C of `data` (bytes-like), continuing from checksum `value`."""
+    return _checksum(fastkv_crc32c, data, value)
 
 
 def crc32c_table(data, value=0):
     """CRC-32C of `data` through the portable table path (for tests/benchmarks)."""
-    cdef Py_buffer view
-    cdef uint32_t crc = _check_value(value)
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        if view.len > NOGIL_THRESHOLD:
-            with nogil:
-                crc = fastkv_crc32c_sw(crc, view.buf, <size_t>view.len)
-        else:
-            crc = fastkv_crc32c_sw(crc, view.buf, <size_t>view.len)
-    finally:
-        PyBuffer_Release(&view)
-    return crc
+    return _checksum(fastkv_crc32c_sw, data, value)
 
 
 def backend():
