@@ -113,6 +113,38 @@ ErrStopped = _error("ErrStopped", C.UNAVAILABLE, "etcdserver: server stopped")
 ErrTimeout = _error("ErrTimeout", C.UNAVAILABLE, "etcdserver: request timed out")
 ErrCorrupt = _error("ErrCorrupt", C.DATA_LOSS, "etcdserver: corrupt cluster")
 ErrUnhealthy = _error("ErrUnhealthy", C.UNAVAILABLE, "etcdserver: unhealthy cluster")
+ErrTimeoutDueToLeaderFail = _error("ErrTimeoutDueToLeaderFail", C.UNAVAILABLE,
+                                   "etcdserver: request timed out, possibly due to previous leader failure")
+ErrTimeoutDueToConnectionLost = _error("ErrTimeoutDueToConnectionLost", C.UNAVAILABLE,
+                                       "etcdserver: request timed out, possibly due to connection lost")
+ErrLeaderTransferNotLeader = ErrNotLeader
+# Membership (etcd's rpctypes; v2 maps them to its own statuses)
+ErrMemberExist = _error("ErrMemberExist", C.FAILED_PRECONDITION, "etcdserver: member ID already exist")
+ErrPeerURLExist = _error("ErrPeerURLExist", C.FAILED_PRECONDITION,
+                         "etcdserver: Peer URLs already exists")
+ErrMemberNotEnoughStarted = _error("ErrMemberNotEnoughStarted", C.FAILED_PRECONDITION,
+                                   "etcdserver: re-configuration failed due to not enough "
+                                   "started members")
+ErrMemberBadURLs = _error("ErrMemberBadURLs", C.INVALID_ARGUMENT,
+                          "etcdserver: given member URLs are invalid")
+ErrMemberNotFound = _error("ErrMemberNotFound", C.NOT_FOUND, "etcdserver: member not found")
+ErrMemberNotLearner = _error("ErrMemberNotLearner", C.FAILED_PRECONDITION,
+                             "etcdserver: can only promote a learner member")
+ErrLearnerNotReady = _error("ErrLearnerNotReady", C.FAILED_PRECONDITION,
+                            "etcdserver: can only promote a learner member which is in sync "
+                            "with leader")
+ErrTooManyLearners = _error("ErrTooManyLearners", C.FAILED_PRECONDITION,
+                            "etcdserver: too many learner members in cluster")
+ErrNotSupportedForLearner = _error("ErrNotSupportedForLearner", C.UNAVAILABLE,
+                                   "etcdserver: rpc not supported for learner")
+ErrBadLeaderTransferee = _error("ErrBadLeaderTransferee", C.FAILED_PRECONDITION,
+                                "etcdserver: bad leader transferee")
+# Raft core (fastkv/raft/core.py). etcd's raft.ErrProposalDropped surfaces to clients
+# as an unknown gRPC error carrying raft's own text.
+ErrProposalDropped = _error("ErrProposalDropped", C.UNKNOWN, "raft proposal dropped")
+ErrConfChangePending = _error("ErrConfChangePending", C.FAILED_PRECONDITION,
+                              "raft: a configuration change is already pending; "
+                              "retry once it is applied")
 # Auth (enforced in the security issue; the strings are fixed now)
 ErrPermissionDenied = _error("ErrPermissionDenied", C.PERMISSION_DENIED,
                              "etcdserver: permission denied")
@@ -121,6 +153,18 @@ ErrInvalidAuthToken = _error("ErrInvalidAuthToken", C.UNAUTHENTICATED,
 ErrAuthNotEnabled = _error("ErrAuthNotEnabled", C.FAILED_PRECONDITION,
                            "etcdserver: authentication is not enabled")
 del C
+
+
+def error_named(name: str, code: int, message: str) -> EtcdError:
+    """Rebuild an error that crossed the peer transport as (class name, code, message),
+    as its own class when this member knows it (handlers match on classes)."""
+    todo = [EtcdError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name and cls.message == message:
+            return cls()
+        todo.extend(cls.__subclasses__())
+    return EtcdError(message, code)
 
 
 def invalid_argument(message: str) -> EtcdError:
