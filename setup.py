@@ -17,12 +17,15 @@ extensions = [
               include_dirs=["csrc"], extra_compile_args=CFLAGS),
     Extension("fastkv.mvcc._keyindex", ["csrc/keyindex.pyx"],
               include_dirs=["csrc"], extra_compile_args=CFLAGS),
+    Extension("fastkv.raft._peercodec", ["csrc/peercodec.pyx"],
+              include_dirs=["csrc"], extra_compile_args=CFLAGS),
 ]
 
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        include_path=["csrc"],
         compiler_directives={"boundscheck": False, "wraparound": False,
                              "cdivision": True, "embedsignature": True},
     ),

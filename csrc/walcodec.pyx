@@ -12,6 +12,8 @@ and decode/find_next_valid (C loops over the buffer).
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+from byteorder cimport ld32, ld64, st32, st64
 from libc.string cimport memcpy, memset
 
 cdef extern from "crc32c_impl.h" nogil:
@@ -38,24 +40,7 @@ cdef enum:
 cdef Py_ssize_t C_MAX_PAYLOAD = 1 << 30
 
 
-# --- little-endian loads/stores, independent of host byte order ------------
-
-cdef inline uint32_t ld32(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] | (<uint32_t>p[1] << 8) |
-            (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24))
-
-cdef inline uint64_t ld64(const uint8_t *p) noexcept nogil:
-    return <uint64_t>ld32(p) | (<uint64_t>ld32(p + 4) << 32)
-
-cdef inline void st32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xff
-    p[1] = (v >> 8) & 0xff
-    p[2] = (v >> 16) & 0xff
-    p[3] = (v >> 24) & 0xff
-
-cdef inline void st64(uint8_t *p, uint64_t v) noexcept nogil:
-    st32(p, <uint32_t>(v & 0xffffffffu))
-    st32(p + 4, <uint32_t>(v >> 32))
+# Little-endian loads/stores: csrc/byteorder.pxd.
 
 cdef inline Py_ssize_t padded(Py_ssize_t n) noexcept nogil:
     return (n + 7) & ~(<Py_ssize_t>7)
