@@ -1,0 +1,2 @@
+"""History checkers shared by the deterministic simulator (tests/raft/sim.py) and the
+real-process chaos tests: linearizability of client histories (linearizability.py)."""
