@@ -40,7 +40,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from servers import EtcdProcess, FastkvProcess  # noqa: E402
+from servers import Cluster, EtcdProcess, FastkvProcess  # noqa: E402
 
 SERVERS = {"etcd": EtcdProcess, "fastkv": FastkvProcess}
 WORKLOADS = {"put": "put.lua", "range": "range.lua"}
@@ -119,11 +119,39 @@ def preload(url: str, n: int) -> None:
         raise RunFailed(f"preload: expected {n} keys, the server has {got.get('count')}")
 
 
-def one_run(kind: str, workload: str, args, data_root: str) -> dict:
+def pick_target(cluster: Cluster, target: str):
+    """The cluster's leader, or one of its followers, once they agree on a leader."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            st = {m: post(m.url, "/v3/maintenance/status", {}) for m in cluster.members}
+            leads = {int(s.get("leader", 0)) for s in st.values()}
+            if len(leads) == 1 and 0 not in leads:
+                lead = leads.pop()
+                for m, s in st.items():
+                    is_lead = int(s["header"]["member_id"]) == lead
+                    if is_lead == (target == "leader"):
+                        return m
+        except (OSError, RunFailed, KeyError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RunFailed("the cluster did not agree on a leader")
+
+
+def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
+            target: str = "leader") -> dict:
     data_dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=data_root)
-    srv = SERVERS[kind](data_dir=data_dir)
+    cluster = None
+    if members == 1:
+        srv = SERVERS[kind](data_dir=data_dir)
+    else:
+        cluster = Cluster(SERVERS[kind], members, data_root=data_dir)
     try:
-        srv.start(timeout=60)
+        if cluster is None:
+            srv.start(timeout=60)
+        else:
+            cluster.start(timeout=60)
+            srv = pick_target(cluster, target)
         if workload == "range":
             preload(srv.url, args.range_keys)
         env = dict(os.environ, FASTKV_WRK_DIR=os.path.join(BENCH, "wrk"),
@@ -135,9 +163,11 @@ def one_run(kind: str, workload: str, args, data_root: str) -> dict:
         if p.returncode != 0:
             raise RunFailed(f"wrk exited {p.returncode}: {p.stderr}")
         result = parse_wrk(p.stdout)
-        if srv.proc.poll() is not None:
-            raise RunFailed(f"{kind} died during the run: {srv.log()}")
-        result["peak_rss_kib"] = peak_rss_kib(srv.proc.pid)
+        procs = [srv] if cluster is None else cluster.members
+        for m in procs:
+            if m.proc.poll() is not None:
+                raise RunFailed(f"{kind} died during the run: {m.log()}")
+        result["peak_rss_kib"] = max(peak_rss_kib(m.proc.pid) for m in procs)
         result["wrk_output"] = p.stdout
         problems = []
         if result["non200"] or result["non2xx_wrk"]:
@@ -154,7 +184,10 @@ def one_run(kind: str, workload: str, args, data_root: str) -> dict:
             raise RunFailed("; ".join(problems))
         return result
     finally:
-        srv.stop()
+        if cluster is None:
+            srv.stop()
+        else:
+            cluster.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -220,6 +253,10 @@ def main(argv=None) -> int:
     ap.add_argument("--servers", default="etcd,fastkv",
                     help="which servers to run, in alternation order (default etcd,fastkv)")
     ap.add_argument("--range-keys", type=int, default=1000)
+    ap.add_argument("--members", default=os.environ.get("BENCH_MEMBERS", "1,3"),
+                    help="cluster sizes to run (default 1,3)")
+    ap.add_argument("--targets", default="leader,follower",
+                    help="with more than one member: send the load to these (default both)")
     ap.add_argument("--data-root", default=None,
                     help="where both servers' data dirs go (default: bench/results/data.tmp)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
@@ -229,6 +266,18 @@ def main(argv=None) -> int:
         ap.error("--runs must be at least 1")
     servers = [s for s in args.servers.split(",") if s]
     workloads = [w for w in args.workloads.split(",") if w]
+    sizes = [int(x) for x in args.members.split(",") if x]
+    targets = [t for t in args.targets.split(",") if t]
+    for t in targets:
+        if t not in ("leader", "follower"):
+            ap.error(f"unknown target {t!r}")
+    # A case is (label, workload, members, target); labels key the summary.
+    cases = []
+    for n in sizes:
+        for workload in workloads:
+            for t in (["leader"] if n == 1 else targets):
+                label = workload if n == 1 else f"{workload}/{n}m-{t}"
+                cases.append((label, workload, n, t))
     for s in servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s!r}")
@@ -245,7 +294,7 @@ def main(argv=None) -> int:
     record = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in ("duration", "runs", "threads", "connections",
-                                                  "range_keys")} | {"servers": servers,
+                                                  "range_keys", "members", "targets")} | {"servers": servers,
                                                                      "workloads": workloads,
                                                                      "data_root": data_root},
         "env": {"python": platform.python_version(), "machine": platform.machine(),
@@ -255,21 +304,22 @@ def main(argv=None) -> int:
     }
     failed = False
     try:
-        for workload in workloads:
+        for label, workload, n, target in cases:
             for i in range(args.runs):
                 for kind in servers:
                     t0 = time.monotonic()
                     try:
-                        r = one_run(kind, workload, args, data_root)
-                        print(f"{workload:5} {kind:6} run {i + 1}/{args.runs}: "
+                        r = one_run(kind, workload, args, data_root, n, target)
+                        print(f"{label:5} {kind:6} run {i + 1}/{args.runs}: "
                               f"{r['requests_per_sec']:.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
                               f"p99 {r['p99_ms']:.2f} ms  peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB",
                               flush=True)
                     except (RunFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as e:
                         failed = True
                         r = {"error": str(e)}
-                        print(f"{workload:5} {kind:6} run {i + 1}/{args.runs}: FAILED: {e}", flush=True)
-                    r.update({"workload": workload, "server": kind, "run": i + 1,
+                        print(f"{label:5} {kind:6} run {i + 1}/{args.runs}: FAILED: {e}", flush=True)
+                    r.update({"workload": label, "server": kind, "run": i + 1,
+                              "members": n, "target": target,
                               "seconds": round(time.monotonic() - t0, 2)})
                     record["runs"].append(r)
     finally:
@@ -277,7 +327,7 @@ def main(argv=None) -> int:
             shutil.rmtree(data_root, ignore_errors=True)
 
     summary: dict = {}
-    for workload in workloads:
+    for workload in [c[0] for c in cases]:
         per = {kind: summarise([r for r in record["runs"]
                                 if r["workload"] == workload and r["server"] == kind])
                for kind in servers}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastkv import requests
 from fastkv.errors import EtcdError
+from fastkv.membership import Membership
 from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import SNAPSHOT_CHUNK, KVStore
 from fastkv.mvcc.watch import WatchHub
@@ -16,10 +17,11 @@ from fastkv.storage.wal import Entry
 
 
 class Applier:
-    def __init__(self, store: KVStore, lessor: Lessor, hub: WatchHub):
+    def __init__(self, store: KVStore, lessor: Lessor, hub: WatchHub, membership: Membership):
         self.store = store
         self.lessor = lessor
         self.hub = hub
+        self.membership = membership
         self.applied_index = 0
         self.applied_term = 0
 
@@ -45,6 +47,9 @@ class Applier:
                 return req_id, self.lessor.grant(payload["ID"], payload.get("TTL", 0))
             elif kind == requests.LEASE_REVOKE:
                 resp, events = store.revoke_lease(payload["ID"])
+            elif kind == requests.MEMBER_ATTR:
+                return req_id, self.membership.set_attributes(
+                    payload["ID"], payload["name"], payload["clientURLs"])
             else:
                 raise ValueError(f"unknown log entry kind {kind!r} at index {entry.index}")
         except EtcdError as err:
@@ -62,7 +67,8 @@ class Applier:
         store["record_chunk_count"] = (len(view.history) + SNAPSHOT_CHUNK - 1) // SNAPSHOT_CHUNK
         state = {"version": 1, "applied_index": self.applied_index,
                  "applied_term": self.applied_term, "store": store,
-                 "lessor": self.lessor.snapshot_state()}
+                 "lessor": self.lessor.snapshot_state(),
+                 "membership": self.membership.snapshot_state()}
         return state, view.iter_chunks()
 
     def snapshot_state(self) -> tuple[dict, list[bytes]]:

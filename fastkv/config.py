@@ -92,21 +92,26 @@ FLAGS = [
     Flag("advertise-client-urls", _urls, ["http://127.0.0.1:2379"],
          "List of this member's client URLs to advertise to the public."),
     Flag("listen-peer-urls", _urls, ["http://127.0.0.1:2380"],
-         "List of URLs to listen on for peer traffic.", later="Raft cluster"),
+         "List of URLs to listen on for peer traffic."),
     Flag("initial-advertise-peer-urls", _urls, ["http://127.0.0.1:2380"],
          "List of this member's peer URLs to advertise to the rest of the cluster."),
     Flag("initial-cluster", _initial_cluster, {"default": ["http://127.0.0.1:2380"]},
          "Initial cluster configuration for bootstrapping (name=peer-url,...)."),
     Flag("initial-cluster-state", _cluster_state, "new",
-         "Initial cluster state ('new' or 'existing').", later="Raft cluster"),
+         "Initial cluster state ('new' or 'existing')."),
     Flag("initial-cluster-token", str, "etcd-cluster",
          "Initial cluster token for the cluster during bootstrap."),
     Flag("snapshot-count", _positive_int, 100000,
          "Number of committed transactions to trigger a snapshot to disk."),
     Flag("heartbeat-interval", _positive_int, 100,
-         "Time (in milliseconds) of a heartbeat interval.", later="Raft cluster"),
+         "Time (in milliseconds) of a heartbeat interval."),
     Flag("election-timeout", _positive_int, 1000,
-         "Time (in milliseconds) for an election to timeout.", later="Raft cluster"),
+         "Time (in milliseconds) for an election to timeout."),
+    Flag("strict-reconfig-check", _bool, True,
+         "Reject reconfiguration requests that would cause quorum loss."),
+    Flag("experimental-snapshot-catchup-entries", _positive_int, 5000,
+         "Number of entries for a slow follower to catch up after compacting the raft "
+         "storage entries."),
     Flag("quota-backend-bytes", _positive_int, 0,
          "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
          later="Operations (alarms)"),
@@ -134,11 +139,18 @@ class Config:
         default_factory=lambda: {"default": ["http://127.0.0.1:2380"]})
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "etcd-cluster"
+    initial_cluster_token_given: bool = False
+    strict_reconfig_check: bool = True
+    experimental_snapshot_catchup_entries: int = 5000
     snapshot_count: int = 100000
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     quota_backend_bytes: int = 0
     max_request_bytes: int = 1572864
+
+    @property
+    def snapshot_catchup_entries(self) -> int:
+        return self.experimental_snapshot_catchup_entries
     max_txn_ops: int = 128
     log_level: str = "info"
     enable_v2: bool = False
@@ -212,9 +224,14 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             f"--initial-cluster has {cfg.name}={','.join(cfg.initial_cluster[cfg.name])} but "
             f"missing from --initial-advertise-peer-urls="
             f"{','.join(cfg.initial_advertise_peer_urls)}")
-    if len(cfg.initial_cluster) > 1:
-        raise ConfigError("--initial-cluster names more than one member: this fastkv build "
-                          "runs a single member (clusters come with the Raft cluster work)")
+    cfg.initial_cluster_token_given = "initial-cluster-token" in given
+    seen: dict[str, str] = {}
+    for name, urls in cfg.initial_cluster.items():
+        for u in urls:
+            if u in seen:
+                raise ConfigError(f"--initial-cluster has duplicate url {u} "
+                                  f"({seen[u]} and {name})")
+            seen[u] = name
     if cfg.max_txn_ops < 1:
         raise ConfigError(f'invalid value "{cfg.max_txn_ops}" for flag -max-txn-ops')
     if cfg.election_timeout < 5 * cfg.heartbeat_interval:

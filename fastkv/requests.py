@@ -18,7 +18,8 @@ TXN = "txn"
 COMPACTION = "compaction"
 LEASE_GRANT = "lease_grant"
 LEASE_REVOKE = "lease_revoke"
-KINDS = frozenset({PUT, DELETE_RANGE, TXN, COMPACTION, LEASE_GRANT, LEASE_REVOKE})
+MEMBER_ATTR = "member_attr"   # a member publishes its name and client URLs (etcd's publish)
+KINDS = frozenset({PUT, DELETE_RANGE, TXN, COMPACTION, LEASE_GRANT, LEASE_REVOKE, MEMBER_ATTR})
 
 
 def encode(req_id: int, kind: str, payload: dict) -> bytes:

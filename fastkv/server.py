@@ -1,13 +1,19 @@
-"""Wires the member together: storage, Raft, state machine, reads, leases, listeners.
+"""Wires the member together: storage, Raft, peers, state machine, reads, leases, listeners.
 
-Writes: validate → encode → ``node.propose`` → (WAL fsync) → apply → the waiter
-for the request id resolves → the client hears the result. Linearizable reads
-take the commit index as their read index and wait until it is applied;
-serializable reads read at once.
+Writes: validate → encode → ``node.propose`` (a follower's core forwards it to
+the leader) → replicated, committed → applied here → the waiter for the
+request id resolves → the client hears the result. Linearizable reads join
+a ReadIndex batch (one quorum round serves every read queued meanwhile) and
+are served once this member has applied up to the batch's read index.
+Serializable reads read at once.
+
+Membership changes are ENTRY_CONF_CHANGE entries; lease renewals, which do
+not go through the log, are forwarded to the leader over the peer transport.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -16,23 +22,34 @@ from urllib.parse import urlsplit
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
 from fastkv.apply import Applier, store_state_from_snapshot
 from fastkv.config import Config
-from fastkv.errors import (ErrLeaseNotFound, ErrRequestTooLarge, ErrStopped, EtcdError,
-                           StorageCorruption)
+from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
+                           ErrMemberBadURLs, ErrMemberNotEnoughStarted, ErrMemberNotFound,
+                           ErrMemberNotLearner, ErrNotLeader, ErrRequestTooLarge, ErrStopped,
+                           ErrTimeout, ErrTimeoutDueToLeaderFail, ErrUnhealthy, EtcdError,
+                           StorageCorruption, error_named)
 from fastkv.identity import IdGenerator, cluster_id, member_id
+from fastkv.membership import ErrIDRemoved, Member, Membership, encode_context, new_member_id
 from fastkv.mvcc import validation
 from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import KVStore
 from fastkv.mvcc.watch import WatchHub, WatchStream
 from fastkv.raft.core import RaftCore
 from fastkv.raft.log import RaftLog
+from fastkv.raft.messages import (CONF_ADD_LEARNER_NODE, CONF_ADD_NODE, CONF_REMOVE_NODE,
+                                  CONF_UPDATE_NODE, ENTRY_CONF_CHANGE, LEADER, LOCAL_MESSAGES,
+                                  MSG_SNAP, MSG_SNAP_STATUS, ConfChange,
+                                  ConfState, Message, SnapshotMeta)
 from fastkv.raft.node import RaftNode
 from fastkv.storage.snapshot import Snapshotter
-from fastkv.storage.wal import WAL, HardState
+from fastkv.storage.wal import WAL, Entry, HardState
 
 log = logging.getLogger("fastkv.server")
 
 LEASE_CHECK_SECONDS = 0.5        # how often the leader looks for expired leases (etcd: 500ms)
 PROGRESS_NOTIFY_SECONDS = 600.0  # etcd's default watch progress notify interval
+HEALTH_INTERVAL = 5.0            # etcd: a peer heard from within this is "active"
+READ_INDEX_RETRY_SECONDS = 0.5   # etcd's readIndexRetryTime
+LEARNER_READY_PERCENT = 0.9      # etcd: a learner within 90% of the leader's log may be promoted
 MAX_INT63 = (1 << 63) - 1
 
 
@@ -40,6 +57,21 @@ def min_lease_ttl(cfg: Config) -> int:
     """etcd: a lease lives at least 1.5 election timeouts, rounded up to whole seconds."""
     ms = (3 * (cfg.election_timeout // cfg.heartbeat_interval) // 2) * cfg.heartbeat_interval
     return max(1, -(-ms // 1000))
+
+
+def _etcd_result(handler):
+    """A peer-call handler whose EtcdError travels back as (code, message), so the
+    member that forwarded the request answers its client with etcd's error."""
+    async def wrapped(payload):
+        try:
+            return ("ok", await handler(payload))
+        except EtcdError as err:
+            return ("err", err.code, err.message, type(err).__name__)
+    return wrapped
+
+
+def _proposal_dropped(exc: BaseException) -> bool:
+    return type(exc).__name__ == "ErrProposalDropped"
 
 
 class Server:
@@ -53,13 +85,28 @@ class Server:
         self.cluster_id = 0
         self.wal: WAL | None = None        # set by _open_storage
         self.node: RaftNode | None = None  # set by _open_storage
+        self.transport = None              # set by start
+        self.membership = Membership()
+        # etcd's ReqTimeout: 5s + 2 election timeouts.
+        self.request_timeout = 5.0 + 2 * cfg.election_timeout / 1000.0
+        self.election_seconds = cfg.election_timeout / 1000.0
         self._waiters: dict[int, asyncio.Future] = {}
+        self._deadlines: collections.deque = collections.deque()  # (deadline, req_id), in order
         self._apply_waiters: list[tuple[int, asyncio.Future]] = []
+        self._read_batch: asyncio.Future | None = None
+        self._read_kick = asyncio.Event()
+        self._read_states: dict[bytes, asyncio.Future] = {}
+        self._leader_event = asyncio.Event()
         self._pending_revokes: set[int] = set()
         self._snapshotting = False
         self._tasks: list[asyncio.Task] = []
         self._listeners: list[asyncio.AbstractServer] = []
         self._stopped = False
+        self._existing: tuple[int, list] | None = None  # (cluster id, members) when joining
+        self.peer_last_seen: dict[int, float] = {}
+        self.start_time = time.time()
+        self.leader_since = 0.0
+        self.removed = False
         self.ready = asyncio.Event()
         self.fatal: BaseException | None = None
         self.stopped = asyncio.Event()
@@ -71,11 +118,19 @@ class Server:
         os.makedirs(self.member_dir, exist_ok=True)
         self.snapshotter = Snapshotter(self.snap_dir)
         self.lessor = Lessor(clock=self.clock, min_ttl=min_lease_ttl(cfg))
+        snapshot_meta = None
         if WAL.exists(self.wal_dir):
             snap = self.snapshotter.load_newest()
             wal, contents = WAL.open(self.wal_dir)
             meta = contents.metadata
             self.member_id, self.cluster_id = meta["member_id"], meta["cluster_id"]
+            token = meta.get("token")
+            if (token is not None and cfg.initial_cluster_state == "new"
+                    and token != cfg.initial_cluster_token and cfg.initial_cluster_token_given):
+                raise StorageCorruption(
+                    f"{cfg.data_dir} belongs to member {self.member_id:x} of cluster "
+                    f"{self.cluster_id:x} (token {token!r}), but --initial-cluster-token is "
+                    f"{cfg.initial_cluster_token!r}: refusing to start a member of another cluster")
             snap_index = snap_term = 0
             if snap is not None:
                 snap_term, snap_index, state, blobs = snap
@@ -83,10 +138,8 @@ class Server:
                     raise StorageCorruption(
                         f"snapshot: the file for index {snap_index} holds the state of index "
                         f"{state.get('applied_index')}")
-                # Leases first: restoring the store re-attaches keys to them.
-                self.lessor.restore_snapshot_state(state["lessor"])
-                self.store = KVStore.from_snapshot_state(
-                    store_state_from_snapshot(state, blobs), self.lessor)
+                self._restore_state(state, blobs)
+                snapshot_meta = SnapshotMeta(snap_index, snap_term, self.membership.conf_state())
             else:
                 self.store = KVStore(self.lessor)
             entries = [e for e in contents.entries if e.index > snap_index]
@@ -97,46 +150,147 @@ class Server:
             hardstate = contents.hardstate
             raft_log = RaftLog(snap_index, snap_term, entries)
             applied = snap_index
-            log.info("restored member %x: snapshot at index %d, %d WAL entries after it, "
-                     "term %d", self.member_id, snap_index, len(entries), hardstate.term)
+            log.info("restored member %x of cluster %x: snapshot at index %d, %d WAL entries "
+                     "after it, term %d", self.member_id, self.cluster_id, snap_index,
+                     len(entries), hardstate.term)
         else:
             if self.snapshotter.files():
                 raise StorageCorruption(
                     f"{self.snap_dir} holds snapshots but {self.wal_dir} has no WAL: "
                     f"refusing to start a new member over old data")
-            peers = cfg.initial_advertise_peer_urls
-            self.member_id = member_id(peers, cfg.initial_cluster_token)
-            self.cluster_id = cluster_id([member_id(urls, cfg.initial_cluster_token)
-                                          for urls in cfg.initial_cluster.values()])
+            self.store = KVStore(self.lessor)
+            if self._existing is not None:
+                # Joining a running cluster: it told us its ID and our member ID; the
+                # leader sends us the log (or a snapshot) from the start.
+                self.cluster_id, members = self._existing
+                mine = [m for m in members if sorted(m[2]) == sorted(cfg.initial_advertise_peer_urls)]
+                self.member_id = mine[0][0]
+                entries, hardstate = [], HardState()
+                log.info("joining cluster %x as member %x", self.cluster_id, self.member_id)
+            else:
+                token = cfg.initial_cluster_token
+                ids = {name: member_id(urls, token) for name, urls in cfg.initial_cluster.items()}
+                self.member_id = ids[cfg.name]
+                self.cluster_id = cluster_id(list(ids.values()))
+                # etcd's StartNode: the log begins with one committed conf change per
+                # initial member, at term 1, identical on every member.
+                entries = []
+                for i, (name, mid) in enumerate(sorted(ids.items(), key=lambda t: t[1])):
+                    m = Member(mid, "", list(cfg.initial_cluster[name]))
+                    cc = ConfChange(CONF_ADD_NODE, mid, encode_context(m))
+                    entries.append(Entry(1, i + 1, ENTRY_CONF_CHANGE, cc.encode()))
+                hardstate = HardState(1, 0, len(entries))
+                log.info("starting member %x of new cluster %x (%d members)", self.member_id,
+                         self.cluster_id, len(entries))
             wal = WAL.create(self.wal_dir, {"member_id": self.member_id,
                                             "cluster_id": self.cluster_id,
-                                            "name": cfg.name})
-            self.store = KVStore(self.lessor)
-            hardstate, raft_log, applied = HardState(), RaftLog(), 0
-            log.info("started new member %x of cluster %x", self.member_id, self.cluster_id)
+                                            "name": cfg.name,
+                                            "token": cfg.initial_cluster_token})
+            if entries or hardstate.term:
+                wal.save_sync(entries, hardstate)
+            raft_log, applied = RaftLog(0, 0, entries), 0
         self.wal = wal
         self.snapshot_index = raft_log.snapshot_index
         self.hub = WatchHub(self.store, self.header)
-        self.applier = Applier(self.store, self.lessor, self.hub)
+        self.applier = Applier(self.store, self.lessor, self.hub, self.membership)
         self.applier.applied_index = applied
         self.applier.applied_term = raft_log.snapshot_term
-        self.core = RaftCore(self.member_id, [self.member_id], raft_log, hardstate, applied)
-        self.node = RaftNode(self.core, self.wal, self._apply_entries,
-                             tick_seconds=self.cfg.heartbeat_interval / 1000.0,
+        import random
+        self.core = RaftCore(self.member_id, raft_log, hardstate, applied,
+                             self.membership.conf_state(),
+                             rng=random.Random(), snapshot=snapshot_meta,
+                             election_tick=max(1, cfg.election_timeout // cfg.heartbeat_interval),
+                             heartbeat_tick=1)
+        self.node = RaftNode(self.core, self.wal, apply=self._apply_entries, send=self._send,
+                             install_snapshot=self._install_snapshot,
+                             on_read_states=self._on_read_states,
+                             on_soft_state=self._on_soft_state,
+                             tick_seconds=cfg.heartbeat_interval / 1000.0,
                              on_fatal=self._on_fatal)
         self.ids = IdGenerator(self.member_id, int(time.time() * 1000))
 
+    def _restore_state(self, state: dict, blobs: list[bytes]) -> None:
+        """Load a snapshot's state: leases first (restoring the store re-attaches keys)."""
+        self.lessor.restore_snapshot_state(state["lessor"])
+        self.store = KVStore.from_snapshot_state(store_state_from_snapshot(state, blobs),
+                                                 self.lessor)
+        restored = Membership.from_snapshot_state(state.get("membership", {}))
+        self.membership.members, self.membership.removed = restored.members, restored.removed
+
+    async def _fetch_existing_cluster(self) -> None:
+        """--initial-cluster-state existing: ask the other members who we are."""
+        from fastkv.raft.transport import fetch_cluster
+        urls = [u for name, us in self.cfg.initial_cluster.items() if name != self.cfg.name
+                for u in us]
+        if not urls:
+            raise StorageCorruption("--initial-cluster-state existing needs the other members "
+                                    "in --initial-cluster")
+        deadline = time.monotonic() + self.request_timeout * 2
+        last = None
+        while time.monotonic() < deadline and not self.stopped.is_set():
+            try:
+                cid, members = await fetch_cluster(urls, "members", timeout=2.0)
+                break
+            except Exception as exc:  # nobody reachable yet
+                last = exc
+                await asyncio.sleep(0.2)
+        else:
+            raise StorageCorruption(f"could not reach the existing cluster at {urls}: {last!r}")
+        mine = [m for m in members if sorted(m[2]) == sorted(self.cfg.initial_advertise_peer_urls)]
+        if not mine:
+            raise StorageCorruption(
+                f"the existing cluster {cid:x} has no member with peer URLs "
+                f"{self.cfg.initial_advertise_peer_urls}: add it first (member add)")
+        self._existing = (cid, members)
+
     async def start(self) -> None:
-        """Open storage, replay, become leader, then listen."""
+        """Open storage, join the peers, wait for a leader, publish ourselves, then listen."""
+        from fastkv.raft.transport import PeerTransport
+        fresh = not WAL.exists(self.wal_dir)
+        if fresh and self.cfg.initial_cluster_state == "existing":
+            await self._fetch_existing_cluster()
         self._open_storage()
+        self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_peer_message,
+                                       snap_dir=self.snap_dir,
+                                       snapshot_path=self.snapshotter.path_for)
+        self.transport.register("members", self._rpc_members, public=True)
+        self.transport.register("lease_renew", _etcd_result(self._rpc_lease_renew))
+        self.transport.register("lease_ttl", _etcd_result(self._rpc_lease_ttl))
+        self.transport.register("member_promote", _etcd_result(self._rpc_member_promote))
+        self.transport.register("member_add", _etcd_result(self._leader_only(self._add_here)))
+        self.transport.register("member_remove",
+                                _etcd_result(self._leader_only(self._remove_here)))
+        self.transport.is_removed = lambda mid: mid in self.membership.removed
+        self.transport.on_removed = self._removed_by_peers
+        await self.transport.start(self.cfg.listen_peer_urls)
+        # Peers we know before replay adds them: the initial cluster, or who told us.
+        if fresh and self._existing is not None:
+            for mid, _name, peers, *_rest in self._existing[1]:
+                if mid != self.member_id:
+                    self.transport.add_peer(mid, list(peers))
+        elif fresh:
+            token = self.cfg.initial_cluster_token
+            for name, urls in self.cfg.initial_cluster.items():
+                mid = member_id(urls, token)
+                if mid != self.member_id:
+                    self.transport.add_peer(mid, list(urls))
+        for m in self.membership.sorted_members():
+            if m.id != self.member_id:
+                self.transport.add_peer(m.id, m.peer_urls)
         self.node.start()
-        # Serve once this member leads and has applied everything committed before.
-        while not (self.core.is_leader and self.core.applied >= self.core.commit
-                   and self.core.commit >= self.core._term_start):
-            if self.fatal:
-                raise self.fatal
-            await asyncio.sleep(0.005)
-        self.lessor.promote()
+        self._tasks.append(asyncio.create_task(self._read_loop(), name="read-index"))
+        self._tasks.append(asyncio.create_task(self._sweep_timeouts(), name="timeouts"))
+        await self._until(lambda: self.applier.applied_index >= self.core.commit)
+        voters = self.core.voters
+        if voters == [self.member_id]:
+            self.node.campaign()          # a lone voter need not wait out a timeout
+        elif self.member_id in voters and self.core.lead == 0:
+            # etcd fast-forwards a (re)started member's election clock so the
+            # cluster gets a leader sooner; pre-vote keeps this from disrupting one.
+            for _ in range(self.core.election_tick - 1):
+                self.core.tick()
+            self.node.kick()
+        await self._publish()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
         from fastkv.api.http import start_http_server
         for url in self.cfg.listen_client_urls:
@@ -146,7 +300,32 @@ class Server:
                                  "(TLS comes with the security work)")
             self._listeners.append(await start_http_server(self, parts.hostname, parts.port))
         self.ready.set()
-        log.info("serving client requests on %s", ", ".join(self.cfg.listen_client_urls))
+        log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
+
+    async def _until(self, cond, poll: float = 0.005) -> None:
+        while not cond():
+            if self.fatal:
+                raise self.fatal
+            if self._stopped or self.stopped.is_set():
+                raise ErrStopped()
+            await asyncio.sleep(poll)
+
+    async def _publish(self) -> None:
+        """etcd's publish: put our name and client URLs in the replicated membership;
+        retried until it is applied (which also means we have caught up)."""
+        payload = {"ID": self.member_id, "name": self.cfg.name,
+                   "clientURLs": list(self.cfg.advertise_client_urls)}
+        while True:
+            await self._until(lambda: self.core.lead != 0)
+            try:
+                await self._propose(requests.MEMBER_ATTR, payload)
+                log.info("published %s %s to cluster %x", self.cfg.name,
+                         self.cfg.advertise_client_urls, self.cluster_id)
+                return
+            except ErrStopped:
+                raise
+            except EtcdError as err:
+                log.warning("publishing member attributes: %s (retrying)", err.message)
 
     async def stop(self) -> None:
         """Stop serving and close storage; safe to call at any point of start-up."""
@@ -158,13 +337,28 @@ class Server:
         for t in self._tasks:
             t.cancel()
         if self.node is not None:
-            await self.node.stop()
-        for fut in self._waiters.values():
+            await self._bounded(self.node.stop(), "the raft node")
+        if self.transport is not None:
+            await self._bounded(self.transport.stop(), "the peer transport")
+        for fut in list(self._waiters.values()) + [f for _i, f in self._apply_waiters]:
             if not fut.done():
                 fut.set_exception(ErrStopped())
         if self.wal is not None:
             self.wal.close()
         self.stopped.set()
+
+    async def _bounded(self, coro, what: str, seconds: float = 5.0) -> None:
+        """Shutting down must not hang on one part: give each a few seconds."""
+        try:
+            await asyncio.wait_for(coro, seconds)
+        except asyncio.TimeoutError:
+            log.warning("stopping %s took more than %.0fs; going on", what, seconds)
+            import traceback
+            for t in asyncio.all_tasks():
+                if not t.done():
+                    log.warning("task still running: %r\n%s", t,
+                                "".join(traceback.format_stack(t.get_stack()[-1]))
+                                if t.get_stack() else "")
 
     def _on_fatal(self, exc: BaseException) -> None:
         """Fail-stop: no more proposals, no more writes; __main__ exits non-zero."""
@@ -173,13 +367,90 @@ class Server:
             self.node.halt()
         self.stopped.set()
 
+    # ---- peers -------------------------------------------------------------------------
+
+    def _on_peer_message(self, msg: Message) -> None:
+        if msg.frm and msg.type not in LOCAL_MESSAGES:   # not the transport's own reports
+            self.peer_last_seen[msg.frm] = self.clock()
+        self.node.step(msg)
+
+    def _removed_by_peers(self) -> None:
+        """A member refused us as removed: we missed the entry that removed us (the
+        leader stops replicating to a member once it is removed). Stop, as etcd does."""
+        if not self.removed:
+            log.warning("the member has been permanently removed from the cluster; stopping")
+            self.removed = True
+            self.stopped.set()
+
+    def _send(self, msgs: list[Message]) -> None:
+        if any(m.type == MSG_SNAP for m in msgs):
+            msgs = [m for m in msgs if m.type != MSG_SNAP or self._snapshot_covers(m)]
+        self.transport.send(msgs)
+
+    def _snapshot_covers(self, m: Message) -> bool:
+        """A snapshot taken before m.to joined is useless to it (its core ignores a
+        snapshot whose configuration lacks it). etcd sends the current state then;
+        we take a snapshot now and let the core retry with it."""
+        cs = m.snapshot.conf_state
+        if m.to in cs.voters or m.to in cs.learners:
+            return True
+        log.info("the newest snapshot (index %d) predates member %x: taking a new one for it",
+                 m.snapshot.index, m.to)
+        self._snapshot_now()
+        report = Message(MSG_SNAP_STATUS, to=self.member_id, frm=m.to, reject=True)
+        asyncio.get_running_loop().call_soon(self.node.step, report)
+        return False
+
+    def _snapshot_now(self) -> None:
+        if self._snapshotting or self.applier.applied_index <= self.snapshot_index:
+            return
+        self._snapshotting = True
+        applied = self.applier.applied_index
+        parts = self.applier.snapshot_parts()
+        term = self.applier.applied_term
+        conf = self.membership.conf_state()
+        self._tasks.append(asyncio.create_task(self._snapshot(applied, term, conf, parts),
+                                               name="snapshot"))
+
+    def _on_soft_state(self, lead: int, state: str) -> None:
+        if state == LEADER and not self.lessor.is_primary:
+            # As etcd: a new leader gives every lease its full TTL again, plus an
+            # election timeout, so no lease expires because of the election.
+            self.lessor.promote(self.election_seconds)
+            self.leader_since = time.time()
+        elif state != LEADER and self.lessor.is_primary:
+            self.lessor.demote()
+        log.info("raft: member %x is %s; leader %x at term %d", self.member_id, state, lead,
+                 self.core.term)
+        ev, self._leader_event = self._leader_event, asyncio.Event()
+        ev.set()
+
+    async def _wait_leader(self, deadline: float) -> None:
+        while self.core.lead == 0:
+            left = deadline - self.clock()
+            if left <= 0 or self._stopped:
+                raise ErrTimeout() if not self._stopped else ErrStopped()
+            try:
+                await asyncio.wait_for(self._leader_event.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def _leader_member(self) -> int:
+        lead = self.core.lead
+        if lead == 0:
+            raise ErrTimeout()
+        return lead
+
     # ---- applying -------------------------------------------------------------------
 
-    def _apply_entries(self, entries) -> None:
+    def _apply_entries(self, entries: list[Entry]) -> None:
         apply = self.applier.apply
         waiters = self._waiters
         for entry in entries:
-            req_id, result = apply(entry)
+            if entry.type == ENTRY_CONF_CHANGE:
+                req_id, result = self._apply_conf_change(entry)
+            else:
+                req_id, result = apply(entry)
             if req_id:
                 fut = waiters.pop(req_id, None)
                 if fut is not None and not fut.done():
@@ -194,16 +465,75 @@ class Server:
                 else:
                     keep.append((index, fut))
             self._apply_waiters = keep
-        if (applied - self.snapshot_index >= self.cfg.snapshot_count
-                and not self._snapshotting):
-            self._snapshotting = True
+        if applied - self.snapshot_index >= self.cfg.snapshot_count:
             # Freeze the state right here, exactly at `applied` (cheap copies).
-            parts = self.applier.snapshot_parts()
-            term = self.applier.applied_term
-            self._tasks.append(asyncio.create_task(self._snapshot(applied, term, parts),
-                                                   name="snapshot"))
+            self._snapshot_now()
 
-    async def _snapshot(self, index: int, term: int, parts) -> None:
+    def _apply_conf_change(self, entry: Entry):
+        self.applier.applied_index = entry.index
+        self.applier.applied_term = entry.term
+        try:
+            cc = ConfChange.decode(entry.data)
+        except (ValueError, TypeError, EOFError) as exc:
+            raise StorageCorruption(f"conf change at index {entry.index}: {exc}") from exc
+        err = self.membership.validate(cc)
+        if err is not None:
+            # As etcd: a refused change still goes through Raft, as a change of nobody,
+            # so the pending-change slot is freed on every member alike.
+            self.core.apply_conf_change(ConfChange(cc.type, 0))
+            log.warning("refused membership change %d for %x at index %d: %s", cc.type,
+                        cc.node_id, entry.index, err.message)
+            return cc.id, err
+        self.membership.apply(cc)
+        self.core.apply_conf_change(cc)
+        member = self.membership.get(cc.node_id)
+        if self.transport is not None and cc.node_id != self.member_id:
+            if cc.type == CONF_REMOVE_NODE:
+                self.transport.remove_peer(cc.node_id)
+            elif cc.type == CONF_UPDATE_NODE:
+                self.transport.update_peer(cc.node_id, member.peer_urls)
+            elif member is not None and cc.node_id not in self.transport.peers:
+                self.transport.add_peer(cc.node_id, member.peer_urls)
+        if cc.type == CONF_REMOVE_NODE and cc.node_id == self.member_id:
+            log.warning("this member (%x) was removed from the cluster; stopping",
+                        self.member_id)
+            self.removed = True
+            asyncio.get_running_loop().call_later(0.5, self.stopped.set)
+        log.info("applied membership change %d for member %x at index %d; voters %s, "
+                 "learners %s", cc.type, cc.node_id, entry.index,
+                 [f"{v:x}" for v in self.core.voters], [f"{v:x}" for v in self.core.learners])
+        return cc.id, [m.v3() for m in self.membership.sorted_members()]
+
+    async def _install_snapshot(self, meta: SnapshotMeta) -> None:
+        """The leader sent a snapshot (the transport already stored its file): its state
+        replaces ours, the WAL records it, watchers catch up from the new store."""
+        path = self.snapshotter.path_for(meta.index)
+        if path is None:
+            raise StorageCorruption(f"snapshot for index {meta.index} is missing from "
+                                    f"{self.snap_dir}")
+        state, blobs = await asyncio.to_thread(self.snapshotter.load, path)
+        if state.get("applied_index") != meta.index:
+            raise StorageCorruption(f"snapshot {path} holds index {state.get('applied_index')}, "
+                                    f"expected {meta.index}")
+        self._restore_state(state, blobs)
+        self.applier.store = self.store
+        self.hub.restore(self.store)
+        self.applier.applied_index = meta.index
+        self.applier.applied_term = meta.term
+        if self.lessor.is_primary:
+            self.lessor.promote(self.election_seconds)
+        for m in self.membership.sorted_members():
+            if m.id != self.member_id and m.id not in self.transport.peers:
+                self.transport.add_peer(m.id, m.peer_urls)
+        for pid in list(self.transport.peers):
+            if pid not in self.membership.members:
+                self.transport.remove_peer(pid)
+        await asyncio.to_thread(self.wal.save_snapshot_marker, meta.index, meta.term)
+        self.snapshot_index = meta.index
+        self.core.set_snapshot(meta)
+        log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+
+    async def _snapshot(self, index: int, term: int, conf: ConfState, parts) -> None:
         """Write the state frozen at `index` to a snapshot file, then release older WAL
         segments. The records are serialised one chunk per loop turn (no GIL contention
         with a busy thread); the file is written in a worker thread (I/O)."""
@@ -216,7 +546,12 @@ class Server:
             size = await asyncio.to_thread(self.snapshotter.save, term, index, state, blobs)
             await asyncio.to_thread(self.wal.save_snapshot_marker, index, term)
             released = await asyncio.to_thread(self.wal.release_to, index)
-            self.core.compact(index)
+            self.core.set_snapshot(SnapshotMeta(index, term, conf))
+            # Keep some entries before the snapshot so a follower a little behind
+            # catches up from the log rather than by a whole snapshot (etcd: 5000).
+            keep = self.cfg.snapshot_catchup_entries
+            if index > keep:
+                self.core.compact(index - keep)
             self.snapshot_index = index
             log.info("snapshot at index %d (%d bytes); released %d WAL segments",
                      index, size, released)
@@ -228,6 +563,27 @@ class Server:
 
     # ---- proposing and reading ------------------------------------------------------
 
+    async def _submit(self, fn, deadline: float):
+        """Hand something to Raft; while there is no leader, wait for one."""
+        while True:
+            if self._stopped or self.fatal:
+                raise ErrStopped()
+            try:
+                return fn()
+            except ErrConfChangePending:
+                # The previous change is committed but not yet applied by the core (it
+                # hears of applies at the next advance): it will be, shortly.
+                if self.clock() >= deadline:
+                    raise
+                await asyncio.sleep(0.01)
+                continue
+            except EtcdError as exc:
+                if not _proposal_dropped(exc):
+                    raise
+            await self._wait_leader(deadline)
+            if self.core.lead != 0:
+                await asyncio.sleep(0.01)   # a transfer in progress: try again shortly
+
     async def _propose(self, kind: str, payload: dict):
         if self._stopped or self.fatal:
             raise ErrStopped()
@@ -235,28 +591,98 @@ class Server:
         data = requests.encode(req_id, kind, payload)
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
+        return await self._wait_result(req_id, lambda: self.node.propose(data))
+
+    async def _propose_conf_change(self, cc: ConfChange):
+        cc.id = self.ids.next()
+        return await self._wait_result(cc.id, lambda: self.node.propose_conf_change(cc))
+
+    async def _wait_result(self, req_id: int, submit):
+        deadline = self.clock() + self.request_timeout
         fut = asyncio.get_running_loop().create_future()
         self._waiters[req_id] = fut
+        self._deadlines.append((deadline, req_id))
         try:
-            self.node.propose(data)
-        except EtcdError:
-            del self._waiters[req_id]
-            raise
-        result = await fut
+            await self._submit(submit, deadline)
+            result = await fut
+        finally:
+            self._waiters.pop(req_id, None)
         if isinstance(result, EtcdError):
             raise result
         return result
 
+    async def _sweep_timeouts(self) -> None:
+        """Fail proposals that were not applied within the request timeout (etcd answers
+        "request timed out"). One sweeper instead of a timer per request."""
+        dl = self._deadlines
+        while True:
+            await asyncio.sleep(0.25)
+            now = self.clock()
+            while dl and dl[0][0] <= now:
+                _d, req_id = dl.popleft()
+                fut = self._waiters.pop(req_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(ErrTimeoutDueToLeaderFail() if self.core.lead == 0
+                                      else ErrTimeout())
+
     async def _linearizable(self) -> None:
-        """ReadIndex: the commit index now; return once it is applied."""
-        index = self.core.commit
-        # The applier's index, not core.applied: the core hears of an apply only at
-        # the next advance, while waiters are woken as entries are applied.
-        if self.applier.applied_index >= index:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._apply_waiters.append((index, fut))
+        """Join the next ReadIndex batch; return once its read index is applied here."""
+        fut = self._read_batch
+        if fut is None:
+            fut = self._read_batch = asyncio.get_running_loop().create_future()
+            self._read_kick.set()
         await fut
+
+    async def _read_loop(self) -> None:
+        """etcd's linearizableReadLoop: one ReadIndex round at a time serves every read
+        that queued up while the previous round was in flight."""
+        while True:
+            await self._read_kick.wait()
+            self._read_kick.clear()
+            batch, self._read_batch = self._read_batch, None
+            if batch is None:
+                continue
+            try:
+                index = await self._read_index()
+            except EtcdError as err:
+                if not batch.done():
+                    batch.set_exception(err)
+                    batch.exception()  # retrieved: readers that gave up must not warn
+                continue
+            if self.applier.applied_index >= index:
+                if not batch.done():
+                    batch.set_result(None)
+            else:
+                self._apply_waiters.append((index, batch))
+
+    async def _read_index(self) -> int:
+        deadline = self.clock() + self.request_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            ctx = self.ids.next().to_bytes(8, "big")
+            fut = loop.create_future()
+            self._read_states[ctx] = fut
+            try:
+                await self._submit(lambda: self.node.read_index(ctx), deadline)
+                left = deadline - self.clock()
+                if left <= 0:
+                    raise ErrTimeout()
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut),
+                                                  min(left, READ_INDEX_RETRY_SECONDS))
+                except asyncio.TimeoutError:
+                    if self.clock() >= deadline:
+                        raise ErrTimeout() from None
+                    log.debug("read index: no answer within %.1fs, retrying",
+                              READ_INDEX_RETRY_SECONDS)
+            finally:
+                self._read_states.pop(ctx, None)
+
+    def _on_read_states(self, states) -> None:
+        for rs in states:
+            fut = self._read_states.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
 
     def header(self, revision: int | None = None) -> dict:
         return {"cluster_id": self.cluster_id, "member_id": self.member_id,
@@ -318,19 +744,68 @@ class Server:
             raise ErrLeaseNotFound()
         return self._with_header(await self._propose(requests.LEASE_REVOKE, {"ID": lease_id}))
 
-    async def lease_keepalive(self, req: dict) -> dict:
-        lease_id = int(req.get("ID", 0))
+    async def _on_leader(self, kind: str, payload, local, lost: list | None = None):
+        """Run `local` on the leader: here if we lead, else over the peer transport
+        (renewals and remaining TTLs live only in the leader's lessor). Each call
+        whose answer was lost (the leader went away) is appended to `lost`."""
+        deadline = self.clock() + self.request_timeout
+        while True:
+            if self.core.is_leader:
+                return await local(payload)
+            await self._wait_leader(deadline)
+            lead = self.core.lead
+            if lead == self.member_id:
+                continue
+            try:
+                result = await self.transport.call(lead, kind, payload,
+                                                   timeout=max(0.1, deadline - self.clock()))
+            except Exception as exc:  # the leader went away meanwhile: find the next one
+                if lost is not None:
+                    lost.append(exc)
+                if self.clock() >= deadline:
+                    raise ErrTimeout() from exc
+                await asyncio.sleep(0.05)
+                continue
+            if result[0] == "ok":
+                return result[1]
+            err = error_named(result[3], result[1], result[2])
+            if err.message == ErrNotLeader.message and self.clock() < deadline:
+                await asyncio.sleep(0.05)   # it lost the lead meanwhile: ask the next one
+                continue
+            raise err
+
+    async def _local_renew(self, lease_id: int) -> int:
         await self._linearizable()
         try:
-            ttl = self.lessor.renew(lease_id)
+            return self.lessor.renew(lease_id)
         except ErrLeaseNotFound:  # etcd answers a keepalive for an unknown lease with TTL 0
-            ttl = 0
+            return 0
+
+    async def _rpc_lease_renew(self, lease_id: int) -> int:
+        if not self.core.is_leader:
+            raise ErrNotLeader()
+        return await self._local_renew(lease_id)
+
+    async def lease_keepalive(self, req: dict) -> dict:
+        lease_id = int(req.get("ID", 0))
+        ttl = await self._on_leader("lease_renew", lease_id, self._local_renew)
         return {"header": self.header(), "ID": lease_id, "TTL": ttl}
 
-    async def lease_timetolive(self, req: dict) -> dict:
-        lease_id = int(req.get("ID", 0))
+    async def _local_ttl(self, args) -> dict:
+        lease_id, keys = args
         await self._linearizable()
-        resp = self.lessor.time_to_live(lease_id, bool(req.get("keys", False)))
+        resp = self.lessor.time_to_live(lease_id, keys)
+        resp.pop("header", None)
+        return resp
+
+    async def _rpc_lease_ttl(self, args) -> dict:
+        if not self.core.is_leader:
+            raise ErrNotLeader()
+        return await self._local_ttl(tuple(args))
+
+    async def lease_timetolive(self, req: dict) -> dict:
+        args = (int(req.get("ID", 0)), bool(req.get("keys", False)))
+        resp = await self._on_leader("lease_ttl", args, self._local_ttl)
         resp["header"] = self.header()
         return resp
 
@@ -358,6 +833,155 @@ class Server:
         finally:
             self._pending_revokes.discard(lease_id)
 
+    # ---- cluster membership ---------------------------------------------------------------
+
+    async def _rpc_members(self, _payload=None):
+        return [m.to_state() for m in self.membership.sorted_members()]
+
+    def _active_peers(self) -> set[int]:
+        now = self.clock()
+        return {mid for mid, t in self.peer_last_seen.items() if now - t < HEALTH_INTERVAL}
+
+    def _check_urls(self, urls) -> list[str]:
+        if not isinstance(urls, list) or not urls:
+            raise ErrMemberBadURLs()
+        for u in urls:
+            try:
+                p = urlsplit(u)
+                ok = p.scheme in ("http", "https") and p.hostname and p.port
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise ErrMemberBadURLs()
+        return [str(u) for u in urls]
+
+    def _connected_to_all_voters(self) -> bool:
+        active = self._active_peers()
+        return all(m.id == self.member_id or m.id in active for m in self.membership.voting())
+
+    def _members_resp(self, members) -> dict:
+        return {"header": self.header(), "members": members}
+
+    async def member_list(self, req: dict | None = None) -> dict:
+        return self._members_resp([m.v3() for m in self.membership.sorted_members()])
+
+    async def member_add(self, req: dict) -> dict:
+        # The strict reconfiguration check needs the leader's view of who is
+        # active (followers only hear from the leader): it runs there.
+        urls = self._check_urls(req.get("peerURLs"))
+        resp = await self._on_leader("member_add", {"peerURLs": urls,
+                                                    "isLearner": bool(req.get("isLearner"))},
+                                     self._add_here)
+        resp["header"] = self.header()
+        return resp
+
+    async def _add_here(self, req: dict) -> dict:
+        urls = self._check_urls(req.get("peerURLs"))
+        learner = bool(req.get("isLearner", False))
+        if self.cfg.strict_reconfig_check and not learner:
+            if not self.membership.ready_to_add_voter():
+                raise ErrMemberNotEnoughStarted()
+            if not self._connected_to_all_voters():
+                raise ErrUnhealthy()
+        mid = new_member_id(urls, "", time.time())
+        m = Member(mid, "", urls, [], learner)
+        cc = ConfChange(CONF_ADD_LEARNER_NODE if learner else CONF_ADD_NODE, mid,
+                        encode_context(m))
+        members = await self._propose_conf_change(cc)
+        resp = self._members_resp(members)
+        resp["member"] = m.v3()
+        return resp
+
+    async def member_remove(self, req: dict) -> dict:
+        mid = int(req.get("ID", 0))
+        lost: list = []
+        try:
+            resp = await self._on_leader("member_remove", {"ID": mid}, self._remove_here, lost)
+        except ErrIDRemoved:
+            if not lost:
+                raise
+            # An earlier attempt removed it but its answer was lost (typically: the
+            # member removed was the leader that answered): the removal happened.
+            resp = self._members_resp([m.v3() for m in self.membership.sorted_members()])
+        resp["header"] = self.header()
+        return resp
+
+    async def _remove_here(self, req: dict) -> dict:
+        mid = int(req.get("ID", 0))
+        m = self.membership.get(mid)
+        if self.cfg.strict_reconfig_check and m is not None and not m.is_learner:
+            if not self.membership.ready_to_remove_voter(mid):
+                raise ErrMemberNotEnoughStarted()
+            # etcd's mayRemoveMember: the voters still reachable must keep a quorum.
+            active = self._active_peers() | {self.member_id}
+            voters = [v for v in self.membership.voting() if v.id != mid]
+            if sum(v.id in active for v in voters) < len(voters) // 2 + 1:
+                raise ErrUnhealthy()
+        cc = ConfChange(CONF_REMOVE_NODE, mid, b"")
+        return self._members_resp(await self._propose_conf_change(cc))
+
+    async def member_update(self, req: dict) -> dict:
+        mid = int(req.get("ID", 0))
+        urls = self._check_urls(req.get("peerURLs"))
+        m = self.membership.get(mid)
+        if m is None:
+            raise ErrMemberNotFound()
+        cc = ConfChange(CONF_UPDATE_NODE, mid, encode_context(Member(mid, m.name, urls)))
+        return self._members_resp(await self._propose_conf_change(cc))
+
+    def _leader_only(self, fn):
+        async def run(payload):
+            if not self.core.is_leader:
+                raise ErrNotLeader()
+            return await fn(payload)
+        return run
+
+    async def _rpc_member_promote(self, mid: int):
+        if not self.core.is_leader:
+            raise ErrNotLeader()
+        return await self._promote_here(mid)
+
+    async def _promote_here(self, mid: int):
+        m = self.membership.get(mid)
+        if m is None:
+            raise ErrMemberNotFound()
+        if not m.is_learner:
+            raise ErrMemberNotLearner()
+        if self.cfg.strict_reconfig_check and not self.membership.ready_to_promote(mid):
+            raise ErrMemberNotEnoughStarted()
+        # etcd's isLearnerReady: the learner's log within 90% of the leader's.
+        pr = self.core.progress.get(mid)
+        leader_match = self.core.progress[self.member_id].match if \
+            self.member_id in self.core.progress else self.core.log.last_index
+        if pr is None or pr.match < leader_match * LEARNER_READY_PERCENT:
+            raise ErrLearnerNotReady()
+        m2 = Member(mid, m.name, m.peer_urls, m.client_urls, False)
+        cc = ConfChange(CONF_ADD_NODE, mid, encode_context(m2, promote=True))
+        return await self._propose_conf_change(cc)
+
+    async def member_promote(self, req: dict) -> dict:
+        mid = int(req.get("ID", 0))
+        members = await self._on_leader("member_promote", mid, self._promote_here)
+        return self._members_resp(members)
+
+    async def move_leader(self, req: dict) -> dict:
+        """etcd's MoveLeader: served by the leader; waits until the transferee leads."""
+        target = int(req.get("targetID", 0))
+        if not self.core.is_leader:
+            raise ErrNotLeader()
+        m = self.membership.get(target)
+        if m is None or m.is_learner:
+            raise ErrBadLeaderTransferee()
+        if target != self.member_id:
+            self.node.transfer_leader(target)
+            deadline = self.clock() + self.request_timeout
+            while self.core.lead != target:
+                if self.clock() >= deadline:
+                    raise EtcdError("etcdserver: request timed out, leader transfer took too long",
+                                    14)
+                await asyncio.sleep(self.cfg.heartbeat_interval / 1000.0)
+        return {"header": self.header()}
+
     # ---- watch, maintenance -----------------------------------------------------------
 
     def watch_stream(self) -> WatchStream:
@@ -365,10 +989,11 @@ class Server:
 
     async def status(self, req: dict | None = None) -> dict:
         size = self.db_size()
+        me = self.membership.get(self.member_id)
         return {"header": self.header(), "version": ETCD_SERVER_VERSION, "dbSize": size,
-                "leader": self.member_id if self.core.is_leader else 0,
-                "raftIndex": self.core.commit, "raftTerm": self.core.term,
-                "raftAppliedIndex": self.applier.applied_index, "dbSizeInUse": size}
+                "leader": self.core.lead, "raftIndex": self.core.commit,
+                "raftTerm": self.core.term, "raftAppliedIndex": self.applier.applied_index,
+                "dbSizeInUse": size, "isLearner": bool(me and me.is_learner)}
 
     def db_size(self) -> int:
         """Bytes of state on disk: the newest snapshot plus the WAL written since."""
@@ -379,9 +1004,46 @@ class Server:
     def version_info(self) -> dict:
         return {"etcdserver": ETCD_SERVER_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION}
 
-    def health(self) -> tuple[bool, str]:
+    async def health(self) -> tuple[bool, str]:
+        """etcd 3.4: unhealthy without a leader, or when a quorum read does not finish."""
         if self.fatal:
             return False, f"member failed: {self.fatal!r}"
-        if not self.core.is_leader:
+        if self.core.lead == 0:
             return False, "RAFT NO LEADER"
+        try:
+            await asyncio.wait_for(self._linearizable(), self.request_timeout)
+        except (EtcdError, asyncio.TimeoutError) as exc:
+            return False, f"quorum read failed: {exc!r}"
         return True, ""
+
+    # ---- v2 stats ------------------------------------------------------------------------
+
+    def self_stats(self) -> dict:
+        from datetime import datetime, timezone
+
+        def ts(t):
+            return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+        lead = self.core.lead
+        uptime = time.time() - (self.leader_since or self.start_time)
+        return {"name": self.cfg.name, "id": f"{self.member_id:x}", "state": self.core.state,
+                "startTime": ts(self.start_time),
+                "leaderInfo": {"leader": f"{lead:x}" if lead else "",
+                               "uptime": f"{uptime:.9f}s",
+                               "startTime": ts(self.leader_since or self.start_time)},
+                "recvAppendRequestCnt": getattr(self.transport, "recv_append_count", 0),
+                "sendAppendRequestCnt": getattr(self.transport, "send_append_count", 0)}
+
+    def leader_stats(self) -> dict | None:
+        if not self.core.is_leader:
+            return None
+        followers = {}
+        stats = getattr(self.transport, "peer_stats", {})
+        for m in self.membership.sorted_members():
+            if m.id == self.member_id:
+                continue
+            st = stats.get(m.id, {})
+            followers[f"{m.id:x}"] = {
+                "latency": st.get("latency", {"current": 0, "average": 0, "standardDeviation": 0,
+                                              "minimum": 0, "maximum": 0}),
+                "counts": st.get("counts", {"fail": 0, "success": 0})}
+        return {"leader": f"{self.member_id:x}", "followers": followers}

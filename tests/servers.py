@@ -30,10 +30,17 @@ class ServerProcess(abc.ABC):
 
     name = "server"
 
-    def __init__(self, data_dir: str | None = None, extra_args=(), env=None):
+    def __init__(self, data_dir: str | None = None, extra_args=(), env=None, *,
+                 name: str = "default", initial_cluster: str | None = None,
+                 cluster_state: str = "new", token: str | None = None):
         self.client_port = free_port()
         self.peer_port = free_port()
         self.url = f"http://127.0.0.1:{self.client_port}"
+        self.peer_url = f"http://127.0.0.1:{self.peer_port}"
+        self.member_name = name
+        self.initial_cluster = initial_cluster
+        self.cluster_state = cluster_state
+        self.token = token
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix=f"{self.name}-test-")
         self.extra_args = list(extra_args)
@@ -47,22 +54,41 @@ class ServerProcess(abc.ABC):
         """The argv that starts this kind of server."""
 
     def flags(self) -> list[str]:
-        return [
-            "--name", "default",
+        flags = [
+            "--name", self.member_name,
             "--data-dir", os.path.join(self.data_dir, "member"),
             "--listen-client-urls", self.url,
             "--advertise-client-urls", self.url,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{self.peer_port}",
-        ] + self.extra_args
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster or f"{self.member_name}={self.peer_url}",
+            "--initial-cluster-state", self.cluster_state,
+        ]
+        if self.token:
+            flags += ["--initial-cluster-token", self.token]
+        return flags + self.extra_args
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def launch(self) -> "ServerProcess":
+        """Start the process without waiting for it (cluster members start together)."""
         env = dict(os.environ)
         env.update(self.env or {})
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, cwd=REPO)
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        self.launch()
+        return self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 30.0) -> "ServerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -121,3 +147,63 @@ class EtcdProcess(ServerProcess):
         if etcd is None:
             raise RuntimeError("etcd is not installed: ci/test installs Debian's etcd-server")
         return [etcd] + self.flags()
+
+
+class Cluster:
+    """n members of one kind (FastkvProcess or EtcdProcess) on loopback, started together.
+
+    ``stop()`` stops every member ever started, also members added later."""
+
+    def __init__(self, kind=None, size: int = 3, extra_args=(), token: str | None = None,
+                 data_root: str | None = None):
+        self.kind = kind or FastkvProcess
+        self.data_root = data_root
+        self.extra_args = list(extra_args)
+        self.token = token or f"tok-{os.getpid()}-{free_port()}"
+        self.members: list[ServerProcess] = []
+        names = [f"m{i}" for i in range(size)]
+        procs = [self.kind(data_dir=self._data_dir(n), name=n, extra_args=self.extra_args,
+                           token=self.token) for n in names]
+        initial = ",".join(f"{p.member_name}={p.peer_url}" for p in procs)
+        for p in procs:
+            p.initial_cluster = initial
+        self.members = procs
+        self._all = list(procs)
+
+    def start(self, timeout: float = 60.0) -> "Cluster":
+        try:
+            for m in self.members:
+                m.launch()
+            for m in self.members:
+                m.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def new_member(self, name: str) -> ServerProcess:
+        """A process for a member to be added at run time (state existing)."""
+        p = self.kind(data_dir=self._data_dir(name), name=name, extra_args=self.extra_args,
+                      token=self.token, cluster_state="existing")
+        live = [m for m in self.members if m.proc is not None]
+        p.initial_cluster = ",".join(f"{m.member_name}={m.peer_url}" for m in live + [p])
+        self._all.append(p)
+        return p
+
+    def _data_dir(self, name: str) -> str | None:
+        if self.data_root is None:
+            return None   # the process makes (and removes) its own temporary dir
+        path = os.path.join(self.data_root, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def stop(self) -> None:
+        for m in self._all:
+            try:
+                m.cleanup()
+            except Exception:
+                pass

@@ -112,11 +112,35 @@ def build_response(status: int, kind: int, body: bytes, close: bool = False,
     return out + b"%x\r\n" % n + body + b"\r\n" + _CHUNKED_END
 
 
-class _Request:
-    __slots__ = ("method", "route", "keep_alive", "body", "size", "too_large", "ctx", "head")
+def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                         close: bool = False, head: bool = False) -> bytes:
+    """An answer from Go's net/http for a handler that set `headers`: its header
+    map sorted by name, then Date, then Content-Length (or chunked above Go's
+    2048-byte buffer)."""
+    line = b"HTTP/1.1 %d %s\r\n" % (status, gw.STATUS_TEXT.get(
+        status, "status code %d" % status).encode())
+    hdrs = b"".join(k + b": " + v + b"\r\n" for k, v in sorted(headers))
+    conn = b"Connection: close\r\n" if close else b""
+    out = line + hdrs + b"Date: " + http_date() + b"\r\n"
+    n = len(body)
+    if status == 204 or status == 304:
+        return out + conn + b"\r\n"
+    if n <= GO_BUFFER_BEFORE_CHUNKING:
+        out += b"Content-Length: %d\r\n" % n + conn + b"\r\n"
+        return out if head else out + body
+    out += conn + b"Transfer-Encoding: chunked\r\n\r\n"
+    if head:
+        return out
+    return out + b"%x\r\n" % n + body + b"\r\n" + _CHUNKED_END
 
-    def __init__(self, method, route, keep_alive):
+
+class _Request:
+    __slots__ = ("method", "route", "keep_alive", "body", "size", "too_large", "ctx", "head",
+                 "url")
+
+    def __init__(self, method, route, keep_alive, url=b""):
         self.method = method
+        self.url = url
         self.route = route
         self.keep_alive = keep_alive
         self.body = []
@@ -316,7 +340,7 @@ class HttpProtocol(asyncio.Protocol):
         q = url.find(b"?")
         path = (url if q < 0 else url[:q]).decode("latin-1")
         method = self.parser.get_method()
-        req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive())
+        req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive(), url)
         self.req = req
         route = req.route
         if len(route) == 2:
@@ -378,6 +402,19 @@ class HttpProtocol(asyncio.Protocol):
                 elif req.too_large:
                     err = gw.message_too_large(req.size, self.grpc_limit)
                     self.write_response(req, *gw.rpc_error(err))
+                elif route[1] is None:  # a plain HTTP route: it sets its own headers
+                    body = req.body
+                    body = body[0] if len(body) == 1 else b"".join(body)
+                    try:
+                        status, headers, out = await route[0](self.server, req.method,
+                                                              req.url, body)
+                    except Exception:
+                        log.exception("handler failed")
+                        status, headers, out = 500, [(b"Content-Type", b"text/plain; "
+                                                      b"charset=utf-8")], b"internal error\n"
+                    if not self.closed:
+                        self.transport.write(build_plain_response(
+                            status, headers, out, close=not req.keep_alive, head=req.head))
                 else:
                     body = req.body
                     body = body[0] if len(body) == 1 else b"".join(body)

@@ -105,7 +105,8 @@ def message_too_large(size: int, limit: int) -> EtcdError:
 # Request schemas (rpc.proto): regular fields in Go struct order, then oneofs.
 # A field is (proto name, json name or None, kind, sub, field number).
 # ---------------------------------------------------------------------------
-BYTES, INT64, BOOL, ENUM, MSG, RMSG, RENUM = range(7)
+BYTES, INT64, BOOL, ENUM, MSG, RMSG, RENUM, UINT64, RSTRING = range(9)
+_U64_MAX = (1 << 64) - 1
 
 
 class Schema:
@@ -167,6 +168,12 @@ LEASE_GRANT_REQ = Schema("LeaseGrantRequest", [("TTL", None, INT64, None, 1), ("
 LEASE_ID_REQ = Schema("LeaseRevokeRequest", [("ID", None, INT64, None, 1)])
 LEASE_TTL_REQ = Schema("LeaseTimeToLiveRequest", [("ID", None, INT64, None, 1), ("keys", None, BOOL, None, 2)])
 EMPTY_REQ = Schema("Empty", [])
+MEMBER_ADD_REQ = Schema("MemberAddRequest", [
+    ("peerURLs", None, RSTRING, None, 1), ("isLearner", None, BOOL, None, 2)])
+MEMBER_ID_REQ = Schema("MemberRemoveRequest", [("ID", None, UINT64, None, 1)])
+MEMBER_UPDATE_REQ = Schema("MemberUpdateRequest", [
+    ("ID", None, UINT64, None, 1), ("peerURLs", None, RSTRING, None, 2)])
+MOVE_LEADER_REQ = Schema("MoveLeaderRequest", [("targetID", None, UINT64, None, 1)])
 WATCH_CREATE_REQ = Schema("WatchCreateRequest", [
     ("key", None, BYTES, None, 1), ("range_end", "rangeEnd", BYTES, None, 2),
     ("start_revision", "startRevision", INT64, None, 3), ("progress_notify", "progressNotify", BOOL, None, 4),
@@ -211,6 +218,20 @@ def _fast_value(f, v):
         if type(v) is bool:
             return v
         raise _Slow
+    if kind == UINT64:
+        t = type(v)
+        if t is int:
+            if 0 <= v <= _U64_MAX:
+                return v
+        elif t is str and _PLAIN_INT_STR.match(v):
+            n = int(v)
+            if 0 <= n <= _U64_MAX:
+                return n
+        raise _Slow
+    if kind == RSTRING:
+        if type(v) is not list or any(type(e) is not str for e in v):
+            raise _Slow
+        return list(v)
     if kind == ENUM:
         t = type(v)
         if t is str:
@@ -306,6 +327,27 @@ def _slow_value(f, data: bytes, node):
         if k in "tf":
             return node[3]
         raise _type_error(node, "bool")
+    if kind == UINT64:
+        if k == "s":
+            node = unmarshal_check(data[node[1] + 1:node[2] - 1])
+            k = node[0]
+            if k == "z":
+                return None
+        if k == "n":
+            return _slow_int(node[3], "uint64", 0, _U64_MAX)
+        raise _type_error(node, "uint64")
+    if kind == RSTRING:
+        if k != "a":
+            raise _type_error(node, "[]json.RawMessage")
+        out = []
+        for e in node[3]:
+            if e[0] == "z":
+                out.append("")
+            elif e[0] != "s":
+                raise _type_error(e, "string")
+            else:
+                out.append(e[3])
+        return out
     if kind == ENUM:
         gotype = f[3][0]
         if k == "n":
@@ -390,7 +432,11 @@ def proto_size(schema: Schema, req: dict) -> int:
             if kind == BYTES:
                 if v or always:
                     total += tag + _varint_size(len(v)) + len(v)
-            elif kind in (INT64, ENUM, BOOL):
+            elif kind == RSTRING:
+                for e in v:
+                    n = len(e.encode("utf-8", "surrogatepass"))
+                    total += tag + _varint_size(n) + n
+            elif kind in (INT64, UINT64, ENUM, BOOL):
                 if v or always:
                     total += tag + _varint_size(int(v))
             elif kind == MSG:
@@ -545,6 +591,11 @@ enc_status = _encoder([("header", SUB, enc_header), ("version", STR, None), ("db
                        ("leader", I64, None), ("raftIndex", I64, None), ("raftTerm", I64, None),
                        ("raftAppliedIndex", I64, None), ("errors", RSTR, None),
                        ("dbSizeInUse", I64, None), ("isLearner", BOO, None)])
+enc_member = _encoder([("ID", I64, None), ("name", STR, None), ("peerURLs", RSTR, None),
+                       ("clientURLs", RSTR, None), ("isLearner", BOO, None)])
+enc_member_list = _encoder([("header", SUB, enc_header), ("members", RSUB, enc_member)])
+enc_member_add = _encoder([("header", SUB, enc_header), ("member", SUB, enc_member),
+                           ("members", RSUB, enc_member)])
 enc_event = _encoder([("type", ENM, {1: "DELETE"}), ("kv", SUB, enc_kv), ("prev_kv", SUB, enc_kv)])
 enc_watch = _encoder([("header", SUB, enc_header), ("watch_id", I64, None), ("created", BOO, None),
                       ("canceled", BOO, None), ("compact_revision", I64, None),
@@ -726,6 +777,15 @@ GATEWAY_ROUTES = {
     "/v3/lease/leases": (_unary(EMPTY_REQ, "lease_leases", enc_lease_leases), False),
     "/v3/kv/lease/leases": (_unary(EMPTY_REQ, "lease_leases", enc_lease_leases), False),
     "/v3/maintenance/status": (_unary(EMPTY_REQ, "status", enc_status), False),
+    "/v3/maintenance/transfer-leadership": (_unary(MOVE_LEADER_REQ, "move_leader",
+                                                   enc_header_only), False),
+    "/v3/cluster/member/list": (_unary(EMPTY_REQ, "member_list", enc_member_list), False),
+    "/v3/cluster/member/add": (_unary(MEMBER_ADD_REQ, "member_add", enc_member_add), False),
+    "/v3/cluster/member/remove": (_unary(MEMBER_ID_REQ, "member_remove", enc_member_list), False),
+    "/v3/cluster/member/update": (_unary(MEMBER_UPDATE_REQ, "member_update", enc_member_list),
+                                  False),
+    "/v3/cluster/member/promote": (_unary(MEMBER_ID_REQ, "member_promote", enc_member_list),
+                                   False),
 }
 GET_ROUTES = {"/health": health_handler, "/version": version_handler}
 
@@ -743,6 +803,11 @@ def resolve(method: bytes, path: str):
         if method != b"POST":
             return 405, K_TEXT, _GO_TEXT_405
         return route
+    if path.startswith("/v2/"):
+        from fastkv.api import v2_cluster
+        h = v2_cluster.resolve(path)
+        if h is not None:
+            return h, None
     h = GET_ROUTES.get(path)
     if h is None:
         return 404, K_TEXT, _GO_TEXT_404

@@ -157,6 +157,23 @@ class WatchHub:
         else:
             self._range_watchers.discard(w)
 
+    def restore(self, store) -> None:
+        """The member installed a snapshot from the leader: the store was replaced.
+
+        Every watcher keeps the next revision it needs and catches up from the new
+        store's history (etcd's watchableStore.Restore moves all to unsynced); a
+        watcher whose revision the snapshot compacted away is cancelled as compacted."""
+        self.store = store
+        synced = [w for s in self._key_watchers.values() for w in s] + list(self._range_watchers)
+        self._key_watchers = {}
+        self._range_watchers = set()
+        for w in synced:
+            w.synced = False
+            w.min_rev = max(w.min_rev, self.notified_rev + 1)
+            self._unsynced.add(w)
+        self.notified_rev = store.rev
+        self._schedule_sync()
+
     # ---------------------------------------------------------------- notify
 
     def notify(self, rev: int, events: list) -> None:

@@ -140,6 +140,15 @@ class Snapshotter:
             os.unlink(old)
         return size
 
+    def path_for(self, index: int) -> str | None:
+        """The file of the snapshot at exactly this index (the newest term), or None."""
+        found = [p for _t, i, p in self.files() if i == index]
+        return found[-1] if found else None
+
+    def load(self, path: str) -> tuple[dict, list[bytes]]:
+        with open(path, "rb") as f:
+            return decode(f.read(), path)
+
     def load_newest(self) -> tuple[int, int, dict, list[bytes]] | None:
         """(term, index, state, blobs) of the newest snapshot, None if there is none.
 
