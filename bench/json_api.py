@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """fastkv vs etcd 3.4 on the v3 JSON gateway, with wrk.
 
-Both servers are started the same way (tests/servers.py: same flags, single
-member, loopback, free ports) on fresh data dirs under one data root, so both
-pay the same filesystem's fsync. Runs alternate etcd, fastkv, etcd, fastkv...
+Both servers are started the same way (tests/servers.py: same flags, loopback,
+free ports) on fresh data dirs under one data root, so both pay the same
+filesystem's fsync: a single member, and a 3-member cluster (tests/servers.py
+Cluster) whose load goes to the leader or to a follower (--members, --targets;
+labels like put/3m-follower). Runs alternate etcd, fastkv, etcd, fastkv...
 (a fresh server per run), each driving one workload with
 ``wrk -t2 -c64 -d<duration> --latency``:
 
@@ -14,8 +16,8 @@ A run fails if wrk saw any non-200 answer, any 200 whose body lacks what a
 right answer contains (both counted by the Lua scripts' response()), or any
 socket error: a benchmark of errors is worthless. Reported
 per server and workload: median requests/s, median p50/p99 latency (wrk's
---latency distribution), peak RSS (VmHWM of the server process, read just
-before it is stopped), and fastkv/etcd ratios. The table goes to stdout, the
+--latency distribution), peak RSS (VmHWM of the server process, the largest
+member's for a cluster, read just before it is stopped), and fastkv/etcd ratios. The table goes to stdout, the
 whole record to bench/results/json_api-<timestamp>.json.
 """
 from __future__ import annotations

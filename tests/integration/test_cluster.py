@@ -316,3 +316,27 @@ def test_health_is_false_without_a_leader(cluster):
             break
         time.sleep(0.2)
     assert r.status_code == 503 and r.json() == {"health": "false"}
+
+
+def test_leases_survive_a_leader_change_and_expire_through_the_new_leader(cluster):
+    """A new leader gives every lease its TTL again (etcd's Promote), so keys do not
+    expire because of an election; expiry still happens, proposed by the new leader."""
+    old = leader_of(cluster)
+    others = [m for m in cluster.members if m is not old]
+    lease = post(others[0].url, "/v3/lease/grant", {"TTL": 4})
+    post(others[0].url, "/v3/kv/put", {"key": b64("leased"), "value": b64("v"),
+                                        "lease": lease["ID"]})
+    time.sleep(2.0)
+    killed_at = time.monotonic()
+    old.kill(signal.SIGKILL)
+    leader_of(cluster, among=others)
+    # Without the extension the lease would expire ~2 s after the kill.
+    while time.monotonic() - killed_at < 3.0:
+        assert get(others[1].url, "leased") == "v"
+        time.sleep(0.2)
+    deadline = killed_at + 15
+    while get(others[1].url, "leased") is not None:
+        assert time.monotonic() < deadline, "the new leader never expired the lease"
+        time.sleep(0.2)
+    ttl = post(others[0].url, "/v3/lease/timetolive", {"ID": lease["ID"]})
+    assert int(ttl["TTL"]) == -1
