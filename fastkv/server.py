@@ -860,7 +860,8 @@ class Server:
         return all(m.id == self.member_id or m.id in active for m in self.membership.voting())
 
     def _members_resp(self, members) -> dict:
-        return {"header": self.header(), "members": members}
+        # etcd's cluster server fills no revision in its headers.
+        return {"header": self.header(0), "members": members}
 
     async def member_list(self, req: dict | None = None) -> dict:
         return self._members_resp([m.v3() for m in self.membership.sorted_members()])
@@ -872,7 +873,7 @@ class Server:
         resp = await self._on_leader("member_add", {"peerURLs": urls,
                                                     "isLearner": bool(req.get("isLearner"))},
                                      self._add_here)
-        resp["header"] = self.header()
+        resp["header"] = self.header(0)
         return resp
 
     async def _add_here(self, req: dict) -> dict:
@@ -903,7 +904,7 @@ class Server:
             # An earlier attempt removed it but its answer was lost (typically: the
             # member removed was the leader that answered): the removal happened.
             resp = self._members_resp([m.v3() for m in self.membership.sorted_members()])
-        resp["header"] = self.header()
+        resp["header"] = self.header(0)
         return resp
 
     async def _remove_here(self, req: dict) -> dict:

@@ -114,21 +114,24 @@ def build_response(status: int, kind: int, body: bytes, close: bool = False,
 
 def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
                          close: bool = False, head: bool = False) -> bytes:
-    """An answer from Go's net/http for a handler that set `headers`: its header
-    map sorted by name, then Date, then Content-Length (or chunked above Go's
-    2048-byte buffer)."""
+    """An answer from Go's net/http for a handler that set `headers`: etcd's CORS
+    headers and the handler's, sorted by name, then Date, then Content-Length (or
+    chunked above Go's 2048-byte buffer)."""
     line = b"HTTP/1.1 %d %s\r\n" % (status, gw.STATUS_TEXT.get(
         status, "status code %d" % status).encode())
-    hdrs = b"".join(k + b": " + v + b"\r\n" for k, v in sorted(headers))
+    # A name starting with "~" is a header Go adds after Content-Length (a sniffed
+    # Content-Type, for a handler that set none).
+    hdrs = b"".join(k + b": " + v + b"\r\n" for k, v in sorted(headers) if k[:1] != b"~")
+    late = b"".join(k[1:] + b": " + v + b"\r\n" for k, v in headers if k[:1] == b"~")
     conn = b"Connection: close\r\n" if close else b""
-    out = line + hdrs + b"Date: " + http_date() + b"\r\n"
+    out = line + _CORS + hdrs + b"Date: " + http_date() + b"\r\n"
     n = len(body)
     if status == 204 or status == 304:
         return out + conn + b"\r\n"
     if n <= GO_BUFFER_BEFORE_CHUNKING:
-        out += b"Content-Length: %d\r\n" % n + conn + b"\r\n"
+        out += b"Content-Length: %d\r\n" % n + late + conn + b"\r\n"
         return out if head else out + body
-    out += conn + b"Transfer-Encoding: chunked\r\n\r\n"
+    out += late + conn + b"Transfer-Encoding: chunked\r\n\r\n"
     if head:
         return out
     return out + b"%x\r\n" % n + body + b"\r\n" + _CHUNKED_END

@@ -18,12 +18,14 @@ _TEXT = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"X-Content-Type-Opti
 _NOT_FOUND = (404, _TEXT, b"404 page not found\n")
 
 
-def _json(status: int, obj, extra=()) -> tuple:
-    return status, [_JSON, *extra], orjson.dumps(obj) + b"\n"
+def _json(status: int, obj, extra=(), newline: bool = True) -> tuple:
+    """Go's json.Encoder ends with a newline; a handler writing json.Marshal's bytes not."""
+    return status, [_JSON, *extra], orjson.dumps(obj) + (b"\n" if newline else b"")
 
 
 def _http_error(status: int, message: str, extra=()) -> tuple:
-    return _json(status, {"message": message}, extra)
+    """httptypes.HTTPError.WriteTo: json.Marshal's bytes, no newline."""
+    return _json(status, {"message": message}, extra, newline=False)
 
 
 def _not_allowed(*methods: str) -> tuple:
@@ -97,6 +99,8 @@ async def members(server, method: bytes, url: bytes, body: bytes):
             except (ErrMemberExist, ErrPeerURLExist) as err:
                 return _http_error(409, _membership_text(err), hdr)
             return _json(201, _member_v2(resp["member"]), hdr)
+        if sub == "":
+            return 405, _TEXT + list(hdr), b"Method Not Allowed\n"
         mid = _parse_id(path, "/v2/members/")
         if mid is None:
             return _http_error(404, f"No such member: {sub}", hdr)
@@ -138,7 +142,7 @@ async def machines(server, method: bytes, url: bytes, body: bytes):
     if method not in (b"GET", b"HEAD"):
         return _not_allowed("GET", "HEAD")
     urls = [u for m in server.membership.sorted_members() for u in m.client_urls]
-    return 200, [(b"Content-Type", b"text/plain; charset=utf-8")], ", ".join(urls).encode()
+    return 200, [(b"~Content-Type", b"text/plain; charset=utf-8")], ", ".join(urls).encode()
 
 
 async def stats_self(server, method: bytes, url: bytes, body: bytes):
@@ -146,7 +150,7 @@ async def stats_self(server, method: bytes, url: bytes, body: bytes):
         return _NOT_FOUND
     if method != b"GET":
         return _not_allowed("GET")
-    return _json(200, server.self_stats())
+    return _json(200, server.self_stats(), newline=False)
 
 
 async def stats_leader(server, method: bytes, url: bytes, body: bytes):
@@ -157,7 +161,7 @@ async def stats_leader(server, method: bytes, url: bytes, body: bytes):
     stats = server.leader_stats()
     if stats is None:
         return _http_error(403, "not current leader")
-    return _json(200, stats)
+    return _json(200, stats, newline=False)
 
 
 def resolve(path: str):
