@@ -7,7 +7,9 @@ import signal
 import sys
 
 from fastkv import config
-from fastkv.errors import StorageCorruption
+from fastkv.errors import ErrStopped, StorageCorruption
+
+log = logging.getLogger("fastkv")
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "error": logging.ERROR, "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
@@ -18,13 +20,25 @@ async def _serve(cfg: config.Config) -> int:
     server = Server(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.stopped.set)
+        loop.add_signal_handler(sig, server.request_stop)
+    # start() waits for a leader and to catch up, which may take long or forever (no
+    # quorum): a stop request ends the wait.
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(server.stopped.wait())
     try:
-        await server.start()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+        try:
+            await starting
+        except (asyncio.CancelledError, ErrStopped):
+            if server.fatal is None:
+                log.info("stopped before the member was ready")
     except BaseException:
+        stopping.cancel()
         await server.stop()
         raise
-    await server.stopped.wait()
+    await stopping
     await server.stop()
     if server.fatal is not None:
         logging.getLogger("fastkv").critical("stopping after a fatal error: %r", server.fatal)

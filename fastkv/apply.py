@@ -8,7 +8,7 @@ nothing; the log goes on.
 from __future__ import annotations
 
 from fastkv import requests
-from fastkv.errors import EtcdError
+from fastkv.errors import ErrLeaseNotFound, EtcdError
 from fastkv.membership import Membership
 from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import SNAPSHOT_CHUNK, KVStore
@@ -46,6 +46,11 @@ class Applier:
             elif kind == requests.LEASE_GRANT:
                 return req_id, self.lessor.grant(payload["ID"], payload.get("TTL", 0))
             elif kind == requests.LEASE_REVOKE:
+                term = payload.get("expiry_term")
+                if term is not None and term != entry.term:
+                    # An expiry decided by a leader of another term (forwarded after it
+                    # lost its role): the current leader decides expiries. No change.
+                    return req_id, ErrLeaseNotFound()
                 resp, events = store.revoke_lease(payload["ID"])
             elif kind == requests.MEMBER_ATTR:
                 return req_id, self.membership.set_attributes(

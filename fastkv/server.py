@@ -103,6 +103,7 @@ class Server:
         self._listeners: list[asyncio.AbstractServer] = []
         self._stopped = False
         self._existing: tuple[int, list] | None = None  # (cluster id, members) when joining
+        self._join_peers: list = []                       # from the WAL, for a joiner
         self.peer_last_seen: dict[int, float] = {}
         self.start_time = time.time()
         self.leader_since = 0.0
@@ -124,6 +125,7 @@ class Server:
             wal, contents = WAL.open(self.wal_dir)
             meta = contents.metadata
             self.member_id, self.cluster_id = meta["member_id"], meta["cluster_id"]
+            self._join_peers = meta.get("join_peers", [])
             token = meta.get("token")
             if (token is not None and cfg.initial_cluster_state == "new"
                     and token != cfg.initial_cluster_token and cfg.initial_cluster_token_given):
@@ -182,10 +184,12 @@ class Server:
                 hardstate = HardState(1, 0, len(entries))
                 log.info("starting member %x of new cluster %x (%d members)", self.member_id,
                          self.cluster_id, len(entries))
-            wal = WAL.create(self.wal_dir, {"member_id": self.member_id,
-                                            "cluster_id": self.cluster_id,
-                                            "name": cfg.name,
-                                            "token": cfg.initial_cluster_token})
+            meta = {"member_id": self.member_id, "cluster_id": self.cluster_id,
+                    "name": cfg.name, "token": cfg.initial_cluster_token}
+            if self._existing is not None:
+                # Who to talk to, should we restart before the log tells us.
+                meta["join_peers"] = [(m[0], list(m[2])) for m in self._existing[1]]
+            wal = WAL.create(self.wal_dir, meta)
             if entries or hardstate.term:
                 wal.save_sync(entries, hardstate)
             raft_log, applied = RaftLog(0, 0, entries), 0
@@ -226,22 +230,24 @@ class Server:
             raise StorageCorruption("--initial-cluster-state existing needs the other members "
                                     "in --initial-cluster")
         deadline = time.monotonic() + self.request_timeout * 2
-        last = None
-        while time.monotonic() < deadline and not self.stopped.is_set():
-            try:
-                cid, members = await fetch_cluster(urls, "members", timeout=2.0)
-                break
-            except Exception as exc:  # nobody reachable yet
-                last = exc
-                await asyncio.sleep(0.2)
-        else:
-            raise StorageCorruption(f"could not reach the existing cluster at {urls}: {last!r}")
-        mine = [m for m in members if sorted(m[2]) == sorted(self.cfg.initial_advertise_peer_urls)]
-        if not mine:
-            raise StorageCorruption(
-                f"the existing cluster {cid:x} has no member with peer URLs "
-                f"{self.cfg.initial_advertise_peer_urls}: add it first (member add)")
-        self._existing = (cid, members)
+        last: object = None
+        mine_urls = sorted(self.cfg.initial_advertise_peer_urls)
+        while time.monotonic() < deadline:
+            if self.stopping:
+                raise ErrStopped()
+            for url in urls:   # one member may not have applied the member add yet
+                try:
+                    cid, members = await fetch_cluster([url], "members", timeout=2.0)
+                except Exception as exc:  # not reachable (yet)
+                    last = exc
+                    continue
+                if any(sorted(m[2]) == mine_urls for m in members):
+                    self._existing = (cid, members)
+                    return
+                last = (f"the existing cluster {cid:x} has no member with peer URLs "
+                        f"{self.cfg.initial_advertise_peer_urls}: add it first (member add)")
+            await asyncio.sleep(0.2)
+        raise StorageCorruption(f"could not join the existing cluster at {urls}: {last}")
 
     async def start(self) -> None:
         """Open storage, join the peers, wait for a leader, publish ourselves, then listen."""
@@ -277,6 +283,10 @@ class Server:
         for m in self.membership.sorted_members():
             if m.id != self.member_id:
                 self.transport.add_peer(m.id, m.peer_urls)
+        if not self.membership.members:
+            for mid, peers in self._join_peers:
+                if mid != self.member_id:
+                    self.transport.add_peer(mid, list(peers))
         self.node.start()
         self._tasks.append(asyncio.create_task(self._read_loop(), name="read-index"))
         self._tasks.append(asyncio.create_task(self._sweep_timeouts(), name="timeouts"))
@@ -302,12 +312,18 @@ class Server:
         self.ready.set()
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopped or self.stopped.is_set() or self.fatal is not None
+
     async def _until(self, cond, poll: float = 0.005) -> None:
-        while not cond():
+        while True:
             if self.fatal:
                 raise self.fatal
-            if self._stopped or self.stopped.is_set():
+            if self.stopping:
                 raise ErrStopped()
+            if cond():
+                return
             await asyncio.sleep(poll)
 
     async def _publish(self) -> None:
@@ -325,6 +341,8 @@ class Server:
             except ErrStopped:
                 raise
             except EtcdError as err:
+                if self.stopping:
+                    raise ErrStopped() from err
                 log.warning("publishing member attributes: %s (retrying)", err.message)
 
     async def stop(self) -> None:
@@ -334,15 +352,19 @@ class Server:
         self._stopped = True
         for lst in self._listeners:
             lst.close()
-        for t in self._tasks:
+        for t in list(self._tasks):
             t.cancel()
         if self.node is not None:
             await self._bounded(self.node.stop(), "the raft node")
         if self.transport is not None:
             await self._bounded(self.transport.stop(), "the peer transport")
-        for fut in list(self._waiters.values()) + [f for _i, f in self._apply_waiters]:
+        pending = (list(self._waiters.values()) + [f for _i, f in self._apply_waiters]
+                   + list(self._read_states.values())
+                   + ([self._read_batch] if self._read_batch is not None else []))
+        for fut in pending:
             if not fut.done():
                 fut.set_exception(ErrStopped())
+                fut.exception()   # retrieved: nobody may be left to await it
         if self.wal is not None:
             self.wal.close()
         self.stopped.set()
@@ -374,13 +396,33 @@ class Server:
             self.peer_last_seen[msg.frm] = self.clock()
         self.node.step(msg)
 
+    def request_stop(self) -> None:
+        """SIGTERM, removal: ask the member to stop (start() gives up waiting)."""
+        self.stopped.set()
+        ev, self._leader_event = self._leader_event, asyncio.Event()
+        ev.set()
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        """A background task of this server: kept (not garbage-collected mid-flight),
+        dropped when done, cancelled by stop()."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
+        return task
+
+    def _forget_task(self, task: asyncio.Task) -> None:
+        try:
+            self._tasks.remove(task)
+        except ValueError:
+            pass
+
     def _removed_by_peers(self) -> None:
         """A member refused us as removed: we missed the entry that removed us (the
         leader stops replicating to a member once it is removed). Stop, as etcd does."""
         if not self.removed:
             log.warning("the member has been permanently removed from the cluster; stopping")
             self.removed = True
-            self.stopped.set()
+            self.request_stop()
 
     def _send(self, msgs: list[Message]) -> None:
         if any(m.type == MSG_SNAP for m in msgs):
@@ -409,8 +451,7 @@ class Server:
         parts = self.applier.snapshot_parts()
         term = self.applier.applied_term
         conf = self.membership.conf_state()
-        self._tasks.append(asyncio.create_task(self._snapshot(applied, term, conf, parts),
-                                               name="snapshot"))
+        self._spawn(self._snapshot(applied, term, conf, parts), "snapshot")
 
     def _on_soft_state(self, lead: int, state: str) -> None:
         if state == LEADER and not self.lessor.is_primary:
@@ -428,8 +469,10 @@ class Server:
     async def _wait_leader(self, deadline: float) -> None:
         while self.core.lead == 0:
             left = deadline - self.clock()
-            if left <= 0 or self._stopped:
-                raise ErrTimeout() if not self._stopped else ErrStopped()
+            if self.stopping:
+                raise ErrStopped()
+            if left <= 0:
+                raise ErrTimeout()
             try:
                 await asyncio.wait_for(self._leader_event.wait(), left)
             except asyncio.TimeoutError:
@@ -457,17 +500,20 @@ class Server:
                     fut.set_result(result)
         applied = entries[-1].index
         if self._apply_waiters:
-            keep = []
-            for index, fut in self._apply_waiters:
-                if index <= applied:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((index, fut))
-            self._apply_waiters = keep
+            self._release_apply_waiters(applied)
         if applied - self.snapshot_index >= self.cfg.snapshot_count:
             # Freeze the state right here, exactly at `applied` (cheap copies).
             self._snapshot_now()
+
+    def _release_apply_waiters(self, applied: int) -> None:
+        keep = []
+        for index, fut in self._apply_waiters:
+            if index <= applied:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((index, fut))
+        self._apply_waiters = keep
 
     def _apply_conf_change(self, entry: Entry):
         self.applier.applied_index = entry.index
@@ -489,7 +535,10 @@ class Server:
         member = self.membership.get(cc.node_id)
         if self.transport is not None and cc.node_id != self.member_id:
             if cc.type == CONF_REMOVE_NODE:
-                self.transport.remove_peer(cc.node_id)
+                # Not at once: the message that tells it the removal is committed is
+                # still queued for it (a removed learner would never hear otherwise).
+                asyncio.get_running_loop().call_later(
+                    self.election_seconds, self.transport.remove_peer, cc.node_id)
             elif cc.type == CONF_UPDATE_NODE:
                 self.transport.update_peer(cc.node_id, member.peer_urls)
             elif member is not None and cc.node_id not in self.transport.peers:
@@ -498,7 +547,7 @@ class Server:
             log.warning("this member (%x) was removed from the cluster; stopping",
                         self.member_id)
             self.removed = True
-            asyncio.get_running_loop().call_later(0.5, self.stopped.set)
+            asyncio.get_running_loop().call_later(0.5, self.request_stop)
         log.info("applied membership change %d for member %x at index %d; voters %s, "
                  "learners %s", cc.type, cc.node_id, entry.index,
                  [f"{v:x}" for v in self.core.voters], [f"{v:x}" for v in self.core.learners])
@@ -523,14 +572,15 @@ class Server:
         if self.lessor.is_primary:
             self.lessor.promote(self.election_seconds)
         for m in self.membership.sorted_members():
-            if m.id != self.member_id and m.id not in self.transport.peers:
-                self.transport.add_peer(m.id, m.peer_urls)
+            if m.id != self.member_id:
+                self.transport.add_peer(m.id, m.peer_urls)   # updates changed URLs too
         for pid in list(self.transport.peers):
             if pid not in self.membership.members:
                 self.transport.remove_peer(pid)
         await asyncio.to_thread(self.wal.save_snapshot_marker, meta.index, meta.term)
-        self.snapshot_index = meta.index
+        self.snapshot_index = max(self.snapshot_index, meta.index)
         self.core.set_snapshot(meta)
+        self._release_apply_waiters(meta.index)
         log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
 
     async def _snapshot(self, index: int, term: int, conf: ConfState, parts) -> None:
@@ -552,7 +602,7 @@ class Server:
             keep = self.cfg.snapshot_catchup_entries
             if index > keep:
                 self.core.compact(index - keep)
-            self.snapshot_index = index
+            self.snapshot_index = max(self.snapshot_index, index)
             log.info("snapshot at index %d (%d bytes); released %d WAL segments",
                      index, size, released)
         except Exception as exc:
@@ -566,7 +616,7 @@ class Server:
     async def _submit(self, fn, deadline: float):
         """Hand something to Raft; while there is no leader, wait for one."""
         while True:
-            if self._stopped or self.fatal:
+            if self.stopping:
                 raise ErrStopped()
             try:
                 return fn()
@@ -585,7 +635,7 @@ class Server:
                 await asyncio.sleep(0.01)   # a transfer in progress: try again shortly
 
     async def _propose(self, kind: str, payload: dict):
-        if self._stopped or self.fatal:
+        if self.stopping:
             raise ErrStopped()
         req_id = self.ids.next()
         data = requests.encode(req_id, kind, payload)
@@ -631,7 +681,9 @@ class Server:
         if fut is None:
             fut = self._read_batch = asyncio.get_running_loop().create_future()
             self._read_kick.set()
-        await fut
+        # Shielded: every reader of the batch awaits this one future, and a reader
+        # that gives up (client gone, timeout) must not cancel it for the others.
+        await asyncio.shield(fut)
 
     async def _read_loop(self) -> None:
         """etcd's linearizableReadLoop: one ReadIndex round at a time serves every read
@@ -656,13 +708,14 @@ class Server:
                 self._apply_waiters.append((index, batch))
 
     async def _read_index(self) -> int:
+        """One ReadIndex round; re-sent with the same context until it is answered
+        (an answer to an earlier send still counts) or the request times out."""
         deadline = self.clock() + self.request_timeout
-        loop = asyncio.get_running_loop()
-        while True:
-            ctx = self.ids.next().to_bytes(8, "big")
-            fut = loop.create_future()
-            self._read_states[ctx] = fut
-            try:
+        ctx = self.ids.next().to_bytes(8, "big")
+        fut = asyncio.get_running_loop().create_future()
+        self._read_states[ctx] = fut
+        try:
+            while True:
                 await self._submit(lambda: self.node.read_index(ctx), deadline)
                 left = deadline - self.clock()
                 if left <= 0:
@@ -673,10 +726,10 @@ class Server:
                 except asyncio.TimeoutError:
                     if self.clock() >= deadline:
                         raise ErrTimeout() from None
-                    log.debug("read index: no answer within %.1fs, retrying",
+                    log.debug("read index: no answer within %.1fs, re-sending",
                               READ_INDEX_RETRY_SECONDS)
-            finally:
-                self._read_states.pop(ctx, None)
+        finally:
+            self._read_states.pop(ctx, None)
 
     def _on_read_states(self, states) -> None:
         for rs in states:
@@ -739,9 +792,8 @@ class Server:
         return self._with_header(resp)
 
     async def lease_revoke(self, req: dict) -> dict:
+        # No local pre-check: a follower's lessor may lag; applying answers "not found".
         lease_id = int(req.get("ID", 0))
-        if self.lessor.lookup(lease_id) is None:
-            raise ErrLeaseNotFound()
         return self._with_header(await self._propose(requests.LEASE_REVOKE, {"ID": lease_id}))
 
     async def _on_leader(self, kind: str, payload, local, lost: list | None = None):
@@ -751,7 +803,13 @@ class Server:
         deadline = self.clock() + self.request_timeout
         while True:
             if self.core.is_leader:
-                return await local(payload)
+                try:
+                    return await local(payload)
+                except ErrNotLeader:   # lost the lead while waiting: ask the next one
+                    if self.clock() >= deadline:
+                        raise ErrTimeout() from None
+                    await asyncio.sleep(0.05)
+                    continue
             await self._wait_leader(deadline)
             lead = self.core.lead
             if lead == self.member_id:
@@ -823,12 +881,22 @@ class Server:
                 if lease_id in self._pending_revokes:
                     continue
                 self._pending_revokes.add(lease_id)
-                asyncio.create_task(self._revoke_expired(lease_id))
+                self._spawn(self._revoke_expired(lease_id), "lease-revoke")
 
     async def _revoke_expired(self, lease_id: int) -> None:
+        """Propose the expiry, stamped with our term: applying ignores it unless the
+        entry was appended in that same term, i.e. by the leader that decided it (a
+        leader that lost its role meanwhile must not expire the new leader's leases).
+        Never forwarded, never retried: the next check decides again."""
+        term = self.core.term
         try:
-            await self._propose(requests.LEASE_REVOKE, {"ID": lease_id})
-        except EtcdError as err:  # already revoked by a client: nothing to do
+            if not self.core.is_leader:
+                return
+            req_id = self.ids.next()
+            data = requests.encode(req_id, requests.LEASE_REVOKE,
+                                   {"ID": lease_id, "expiry_term": term})
+            await self._wait_result(req_id, lambda: self.node.propose(data))
+        except EtcdError as err:  # already revoked by a client, or no longer leader
             log.debug("expiring lease %x: %s", lease_id, err.message)
         finally:
             self._pending_revokes.discard(lease_id)

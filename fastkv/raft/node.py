@@ -127,11 +127,19 @@ class RaftNode:
 
     async def _ticker(self) -> None:
         core = self.core
-        while not self._stopped:
-            await asyncio.sleep(self.tick_seconds)
-            core.tick()
-            if core.has_ready():
-                self._wake.set()
+        try:
+            while not self._stopped:
+                await asyncio.sleep(self.tick_seconds)
+                core.tick()
+                if core.has_ready():
+                    self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a member that stopped ticking must not go on
+            self.fatal = exc
+            log.critical("raft: fatal error in the ticker: %r", exc, exc_info=True)
+            if self.on_fatal:
+                self.on_fatal(exc)
 
     async def _run(self) -> None:
         core, wal = self.core, self.wal

@@ -340,3 +340,17 @@ def test_leases_survive_a_leader_change_and_expire_through_the_new_leader(cluste
         time.sleep(0.2)
     ttl = post(others[0].url, "/v3/lease/timetolive", {"ID": lease["ID"]})
     assert int(ttl["TTL"]) == -1
+
+
+def test_sigterm_while_waiting_for_a_quorum_exits_cleanly():
+    """A member whose peers never come waits for a leader; SIGTERM still stops it."""
+    c = Cluster(FastkvProcess, 3, extra_args=FAST)
+    try:
+        lone = c.members[0]
+        lone.launch()
+        time.sleep(2.0)
+        assert lone.proc.poll() is None and not lone.healthy()
+        lone.proc.send_signal(signal.SIGTERM)
+        assert lone.proc.wait(timeout=15) == 0, lone.log()
+    finally:
+        c.stop()
