@@ -139,7 +139,7 @@ def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: 
 
 class _Request:
     __slots__ = ("method", "route", "keep_alive", "body", "size", "too_large", "ctx", "head",
-                 "url")
+                 "url", "ctype")
 
     def __init__(self, method, route, keep_alive, url=b""):
         self.method = method
@@ -151,6 +151,7 @@ class _Request:
         self.too_large = False
         self.ctx = None
         self.head = method == b"HEAD"
+        self.ctype = b""   # Content-Type, for plain routes that check it
 
 
 class StreamContext:
@@ -325,12 +326,15 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self):
         self.url = b""
         self.expect_continue = False
+        self.ctype = b""
 
     def on_url(self, url):
         self.url += url
 
     def on_header(self, name, value):
-        if len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+        if len(name) == 12 and name.lower() == b"content-type":
+            self.ctype = value
+        elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self):
@@ -344,6 +348,7 @@ class HttpProtocol(asyncio.Protocol):
         path = (url if q < 0 else url[:q]).decode("latin-1")
         method = self.parser.get_method()
         req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive(), url)
+        req.ctype = self.ctype
         self.req = req
         route = req.route
         if len(route) == 2:
@@ -410,7 +415,7 @@ class HttpProtocol(asyncio.Protocol):
                     body = body[0] if len(body) == 1 else b"".join(body)
                     try:
                         status, headers, out = await route[0](self.server, req.method,
-                                                              req.url, body)
+                                                              req.url, body, req.ctype)
                     except Exception:
                         log.exception("handler failed")
                         status, headers, out = 500, [(b"Content-Type", b"text/plain; "

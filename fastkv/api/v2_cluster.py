@@ -70,7 +70,18 @@ def _peer_urls(body: bytes):
         return None
 
 
-async def members(server, method: bytes, url: bytes, body: bytes):
+def _bad_content_type(ctype: bytes, hdr):
+    """etcd's unmarshalRequest: member bodies must be declared JSON."""
+    c = ctype.decode("latin-1")
+    if ";" in c:
+        c = c[:c.index(";")].strip().lower()
+    if c != "application/json":
+        return _http_error(415, f"Bad Content-Type {c}, accept application/json", hdr)
+    return None
+
+
+async def members(server, method: bytes, url: bytes, body: bytes,
+                  ctype: bytes = b""):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method not in (b"GET", b"POST", b"DELETE", b"PUT"):
@@ -91,6 +102,9 @@ async def members(server, method: bytes, url: bytes, body: bytes):
                 return _json(200, _member_v2(m.v3()), hdr)
             return _http_error(404, "Not found", hdr)
         if method == b"POST":
+            bad = _bad_content_type(ctype, hdr)
+            if bad:
+                return bad
             urls = _peer_urls(body)
             if urls is None:
                 return _http_error(400, "Invalid JSON", hdr)
@@ -113,6 +127,9 @@ async def members(server, method: bytes, url: bytes, body: bytes):
             except ErrMemberNotFound:
                 return _http_error(404, f"No such member: {mid:x}", hdr)
             return 204, list(hdr), b""
+        bad = _bad_content_type(ctype, hdr)
+        if bad:
+            return bad
         urls = _peer_urls(body)
         if urls is None:
             return _http_error(400, "Invalid JSON", hdr)
@@ -136,7 +153,8 @@ def _membership_text(err: EtcdError) -> str:
     return err.message
 
 
-async def machines(server, method: bytes, url: bytes, body: bytes):
+async def machines(server, method: bytes, url: bytes, body: bytes,
+                  ctype: bytes = b""):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method not in (b"GET", b"HEAD"):
@@ -145,7 +163,8 @@ async def machines(server, method: bytes, url: bytes, body: bytes):
     return 200, [(b"~Content-Type", b"text/plain; charset=utf-8")], ", ".join(urls).encode()
 
 
-async def stats_self(server, method: bytes, url: bytes, body: bytes):
+async def stats_self(server, method: bytes, url: bytes, body: bytes,
+                  ctype: bytes = b""):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method != b"GET":
@@ -153,7 +172,8 @@ async def stats_self(server, method: bytes, url: bytes, body: bytes):
     return _json(200, server.self_stats(), newline=False)
 
 
-async def stats_leader(server, method: bytes, url: bytes, body: bytes):
+async def stats_leader(server, method: bytes, url: bytes, body: bytes,
+                  ctype: bytes = b""):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method != b"GET":

@@ -59,8 +59,10 @@ K_EMPTY = 7         # OPTIONS: CORS headers, empty body
 # grpc-gateway v1's runtime.HTTPStatusFromCode, checked against etcd 3.4.23
 # (FailedPrecondition answers 412 there, e.g. "lease already exists").
 HTTP_STATUS = HTTP_STATUS_FOR_GRPC_CODE
-STATUS_TEXT = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+STATUS_TEXT = {   # Go's http.StatusText
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 307: "Temporary Redirect",
+    410: "Gone", 413: "Request Entity Too Large", 415: "Unsupported Media Type", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
     412: "Precondition Failed", 429: "Too Many Requests", 500: "Internal Server Error",
     501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout",

@@ -75,6 +75,17 @@ def test_same_answers(pair):
         assert a == b, (method, path, body)
 
 
+@pytest.mark.parametrize("ctype", ["text/plain", "Application/JSON; charset=utf-8", ""])
+def test_member_bodies_must_be_json(pair, ctype):
+    """A v2 member add/update not declared as JSON: 415, and nothing changes."""
+    fk, et = pair
+    for method, path in (("PUT", "/v2/members/abc"), ("POST", "/v2/members")):
+        body = '{"peerURLs":["http://127.0.0.1:1"]}'
+        a = exchange(fk, method, path, body, ctype)
+        assert a == exchange(et, method, path, body, ctype), (method, ctype)
+    assert exchange(fk, "GET", "/v2/members") == exchange(et, "GET", "/v2/members")
+
+
 def test_adding_an_existing_peer_url(pair):
     """The peer URL of the existing member: refused when the change is applied (409)."""
     for srv in pair:
