@@ -8,7 +8,8 @@ nothing; the log goes on.
 from __future__ import annotations
 
 from fastkv import requests
-from fastkv.errors import ErrLeaseNotFound, EtcdError
+from fastkv.alarms import ALARM_CORRUPT, ALARM_NOSPACE, AlarmStore
+from fastkv.errors import ErrCorrupt, ErrLeaseNotFound, ErrNoSpace, EtcdError
 from fastkv.membership import Membership
 from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import SNAPSHOT_CHUNK, KVStore
@@ -17,11 +18,13 @@ from fastkv.storage.wal import Entry
 
 
 class Applier:
-    def __init__(self, store: KVStore, lessor: Lessor, hub: WatchHub, membership: Membership):
+    def __init__(self, store: KVStore, lessor: Lessor, hub: WatchHub, membership: Membership,
+                 alarms: AlarmStore | None = None):
         self.store = store
         self.lessor = lessor
         self.hub = hub
         self.membership = membership
+        self.alarms = alarms if alarms is not None else AlarmStore()
         self.applied_index = 0
         self.applied_term = 0
 
@@ -35,6 +38,8 @@ class Applier:
         req_id, kind, payload = requests.decode(entry.data)
         store = self.store
         try:
+            if self.alarms.active:
+                self._check_alarms(kind, payload)
             if kind == requests.PUT:
                 resp, events = store.put(payload)
             elif kind == requests.DELETE_RANGE:
@@ -52,6 +57,9 @@ class Applier:
                     # lost its role): the current leader decides expiries. No change.
                     return req_id, ErrLeaseNotFound()
                 resp, events = store.revoke_lease(payload["ID"])
+            elif kind == requests.ALARM:
+                return req_id, self.alarms.apply(payload["action"], payload.get("memberID", 0),
+                                                 payload.get("alarm", 0))
             elif kind == requests.MEMBER_ATTR:
                 return req_id, self.membership.set_attributes(
                     payload["ID"], payload["name"], payload["clientURLs"])
@@ -63,6 +71,16 @@ class Applier:
             self.hub.notify(store.rev, events)
         return req_id, resp
 
+    def _check_alarms(self, kind: str, payload: dict) -> None:
+        """etcd's capped applier (NOSPACE: nothing that adds data) and corrupt applier
+        (CORRUPT: no change at all). Raises before anything changes."""
+        if self.alarms.has(ALARM_CORRUPT) and kind in _CORRUPT_REFUSES:
+            raise ErrCorrupt()
+        if self.alarms.has(ALARM_NOSPACE):
+            if kind in (requests.PUT, requests.LEASE_GRANT) or (
+                    kind == requests.TXN and _txn_has_put(payload)):
+                raise ErrNoSpace()
+
     def snapshot_parts(self):
         """Freeze the state now (cheap copies); returns (state, blobs): the state dict
         without the store's records, and an iterator of the record chunks, which
@@ -73,12 +91,28 @@ class Applier:
         state = {"version": 1, "applied_index": self.applied_index,
                  "applied_term": self.applied_term, "store": store,
                  "lessor": self.lessor.snapshot_state(),
-                 "membership": self.membership.snapshot_state()}
+                 "membership": self.membership.snapshot_state(),
+                 "alarms": self.alarms.snapshot_state()}
         return state, view.iter_chunks()
 
     def snapshot_state(self) -> tuple[dict, list[bytes]]:
         state, blobs = self.snapshot_parts()
         return state, list(blobs)
+
+
+_CORRUPT_REFUSES = frozenset({requests.PUT, requests.DELETE_RANGE, requests.TXN,
+                              requests.COMPACTION, requests.LEASE_GRANT, requests.LEASE_REVOKE})
+
+
+def _txn_has_put(txn: dict) -> bool:
+    for branch in ("success", "failure"):
+        for op in txn.get(branch, ()):
+            if "request_put" in op:
+                return True
+            inner = op.get("request_txn")
+            if inner is not None and _txn_has_put(inner):
+                return True
+    return False
 
 
 def store_state_from_snapshot(state: dict, blobs: list[bytes]) -> dict:

@@ -19,7 +19,9 @@ COMPACTION = "compaction"
 LEASE_GRANT = "lease_grant"
 LEASE_REVOKE = "lease_revoke"
 MEMBER_ATTR = "member_attr"   # a member publishes its name and client URLs (etcd's publish)
-KINDS = frozenset({PUT, DELETE_RANGE, TXN, COMPACTION, LEASE_GRANT, LEASE_REVOKE, MEMBER_ATTR})
+ALARM = "alarm"               # raise or clear an alarm (AlarmRequest ACTIVATE/DEACTIVATE)
+KINDS = frozenset({PUT, DELETE_RANGE, TXN, COMPACTION, LEASE_GRANT, LEASE_REVOKE, MEMBER_ATTR,
+                   ALARM})
 
 
 def encode(req_id: int, kind: str, payload: dict) -> bytes:

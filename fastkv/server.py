@@ -20,6 +20,7 @@ import time
 from urllib.parse import urlsplit
 
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
+from fastkv.alarms import ACTION_GET, AlarmStore
 from fastkv.apply import Applier, store_state_from_snapshot
 from fastkv.config import Config
 from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
@@ -104,6 +105,8 @@ class Server:
         self._stopped = False
         self._existing: tuple[int, list] | None = None  # (cluster id, members) when joining
         self._join_peers: list = []                       # from the WAL, for a joiner
+        self.alarms = AlarmStore()
+        self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started
         self.peer_last_seen: dict[int, float] = {}
         self.start_time = time.time()
         self.leader_since = 0.0
@@ -196,7 +199,7 @@ class Server:
         self.wal = wal
         self.snapshot_index = raft_log.snapshot_index
         self.hub = WatchHub(self.store, self.header)
-        self.applier = Applier(self.store, self.lessor, self.hub, self.membership)
+        self.applier = Applier(self.store, self.lessor, self.hub, self.membership, self.alarms)
         self.applier.applied_index = applied
         self.applier.applied_term = raft_log.snapshot_term
         import random
@@ -218,6 +221,7 @@ class Server:
         self.lessor.restore_snapshot_state(state["lessor"])
         self.store = KVStore.from_snapshot_state(store_state_from_snapshot(state, blobs),
                                                  self.lessor)
+        self.alarms.restore(state.get("alarms", ()))
         restored = Membership.from_snapshot_state(state.get("membership", {}))
         self.membership.members, self.membership.removed = restored.members, restored.removed
 
@@ -302,7 +306,10 @@ class Server:
             self.node.kick()
         await self._publish()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
+        from fastkv.api.grpc_api import GrpcFrontend
         from fastkv.api.http import start_http_server
+        self.grpc = GrpcFrontend(self)
+        await self.grpc.start()
         for url in self.cfg.listen_client_urls:
             parts = urlsplit(url)
             if parts.scheme != "http":
@@ -354,6 +361,8 @@ class Server:
             lst.close()
         for t in list(self._tasks):
             t.cancel()
+        if self.grpc is not None:
+            await self._bounded(self.grpc.stop(), "the gRPC server")
         if self.node is not None:
             await self._bounded(self.node.stop(), "the raft node")
         if self.transport is not None:
@@ -1063,6 +1072,53 @@ class Server:
                 "leader": self.core.lead, "raftIndex": self.core.commit,
                 "raftTerm": self.core.term, "raftAppliedIndex": self.applier.applied_index,
                 "dbSizeInUse": size, "isLearner": bool(me and me.is_learner)}
+
+    async def alarm(self, req: dict) -> dict:
+        """etcd's Alarm: GET lists (a linearizable read), ACTIVATE/DEACTIVATE go
+        through the log."""
+        action = int(req.get("action", ACTION_GET))
+        alarm = int(req.get("alarm", 0))
+        if action == ACTION_GET:
+            await self._linearizable()
+            resp = {"alarms": self.alarms.get(alarm)}
+        elif action in (1, 2):
+            resp = await self._propose(requests.ALARM, {
+                "action": action, "memberID": int(req.get("memberID", 0)), "alarm": alarm})
+        else:
+            raise EtcdError(f"etcdserver: unknown alarm action {action}", 3)
+        resp["header"] = self.header()
+        return resp
+
+    async def defragment(self, req: dict | None = None) -> dict:
+        """Nothing on disk to defragment: state lives in memory, snapshots and the WAL
+        are rewritten whole. etcd's answer: a header."""
+        return {"header": self.header()}
+
+    async def hash(self, req: dict | None = None) -> dict:
+        """etcd hashes its whole backend file; ours: the hash of every record kept."""
+        h, _compact = self.store.hash_kv(0)
+        return {"header": self.header(), "hash": h}
+
+    async def hash_kv(self, req: dict) -> dict:
+        h, compact = self.store.hash_kv(int(req.get("revision", 0)))
+        return {"header": self.header(), "hash": h, "compact_revision": compact}
+
+    async def snapshot_stream(self, chunk_bytes: int = 32 * 1024):
+        """etcd's Maintenance.Snapshot: the whole state as a snapshot file (zero-padded
+        to 512 bytes), in 32 KiB chunks with the bytes remaining after each, then the
+        SHA-256 of it all: what `etcdctl snapshot save` checks and writes."""
+        import hashlib
+        from fastkv.storage.snapshot import encode
+        state, blobs = self.applier.snapshot_parts()
+        data = await asyncio.to_thread(encode, state, list(blobs))
+        # etcdctl checks that the size is a multiple of 512 (bolt's pages) plus the
+        # 32-byte digest: pad with zeros (restore reads the length from the header).
+        data += bytes(-len(data) % 512)
+        total = len(data)
+        for pos in range(0, total, chunk_bytes):
+            piece = data[pos:pos + chunk_bytes]
+            yield {"remaining_bytes": total - pos - len(piece), "blob": piece}
+        yield {"blob": hashlib.sha256(data).digest()}
 
     def db_size(self) -> int:
         """Bytes of state on disk: the newest snapshot plus the WAL written since."""

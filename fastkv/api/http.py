@@ -33,6 +33,9 @@ import httptools
 from fastkv.api import v3_gateway as gw
 from fastkv.errors import EtcdError, GrpcCode
 
+# The first bytes of every HTTP/2 connection (RFC 9113, 3.4): gRPC's.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
 log = logging.getLogger(__name__)
 
 __all__ = ["start_http_server", "HttpProtocol"]
@@ -259,6 +262,8 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiters: list = []
         self.read_pauses: set = set()
+        self.sniffing = True   # until the first bytes tell HTTP/1.1 from gRPC's HTTP/2
+        self.sniffed = b""
         limit = server.cfg.max_request_bytes + gw.GRPC_OVERHEAD_BYTES
         self.grpc_limit = limit
         # The largest unary body buffered: any message under the gRPC limit fits
@@ -283,12 +288,36 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.clear()
 
     def data_received(self, data):
+        if self.sniffing:
+            data = self._sniff(data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._bad_request()
         except httptools.HttpParserError:
             self._bad_request()
+
+    def _sniff(self, data: bytes) -> bytes:
+        """etcd's cmux: a connection opening with the HTTP/2 preface is gRPC's (handed
+        to the gRPC server); anything else is HTTP/1.1. Returns the bytes to parse."""
+        buf = self.sniffed + data if self.sniffed else data
+        n = min(len(buf), len(HTTP2_PREFACE))
+        if buf[:n] != HTTP2_PREFACE[:n]:
+            self.sniffing = False
+            self.sniffed = b""
+            return buf
+        if n < len(HTTP2_PREFACE):
+            self.sniffed = buf
+            return b""
+        self.sniffing = False
+        self.sniffed = b""
+        frontend = getattr(self.server, "grpc", None)
+        if frontend is not None and frontend.adopt(self.transport, buf):
+            self.closed = True
+            return b""
+        return buf
 
     def pause_writing(self):
         self.write_paused = True

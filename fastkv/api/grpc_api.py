@@ -1,0 +1,275 @@
+"""etcd's gRPC API (services of etcdserverpb, v3lockpb, v3electionpb) on grpc.aio.
+
+A thin adapter: each RPC turns its protobuf request into the server's dict
+(fastkv/api/grpc_convert.py), awaits the same server method the JSON gateway
+calls, and turns the answer back. An :class:`EtcdError` becomes the gRPC status
+etcd sends (same code, same message: clients match on the strings).
+
+One port, as etcd: the HTTP/1.1 server owns every --listen-client-urls socket
+and sniffs each connection's first bytes. A connection that opens with the
+HTTP/2 preface is handed to :class:`GrpcFrontend.adopt`, which relays its bytes,
+without the GIL (csrc/relay.pyx), to the grpc.aio server listening on a private
+abstract Unix socket. gRPC's HTTP/2 (flow control, pings, deadlines) stays
+grpc's; the split costs one extra hop inside the machine.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+
+import grpc
+
+from fastkv.api import grpc_convert as cv
+from fastkv.api._relay import relay
+from fastkv.errors import EtcdError, ErrNoLeader, GrpcCode
+from fastkv.proto.etcdserverpb import rpc_pb2 as pb
+from fastkv.proto.etcdserverpb import rpc_pb2_grpc as pb_grpc
+
+log = logging.getLogger("fastkv.grpc")
+
+GRPC_OVERHEAD_BYTES = 512 * 1024     # etcd's grpcOverheadBytes
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+_REQUIRE_LEADER_KEY = "hasleader"   # clientv3.WithRequireLeader's metadata
+
+
+async def _abort(context, err: EtcdError):
+    await context.abort(_CODES.get(err.code, grpc.StatusCode.UNKNOWN), err.message)
+
+
+def _requires_leader(context) -> bool:
+    md = context.invocation_metadata()
+    if not md:
+        return False
+    for k, v in md:
+        if k == _REQUIRE_LEADER_KEY:
+            return v == "true"
+    return False
+
+
+def _unary(method, to_req, to_resp):
+    """An RPC that calls `method(server)(dict)` and converts both ways."""
+    async def handler(self, request, context):
+        server = self.server
+        if _requires_leader(context) and server.core.lead == 0:
+            await _abort(context, ErrNoLeader())
+        try:
+            resp = await method(server)(to_req(request))
+        except EtcdError as err:
+            await _abort(context, err)
+        return to_resp(resp)
+    return handler
+
+
+def _generic(resp_cls):
+    return lambda d: cv.from_dict(resp_cls, d)
+
+
+class _Base:
+    def __init__(self, server):
+        self.server = server
+
+
+class KVService(_Base, pb_grpc.KVServicer):
+    Range = _unary(lambda s: s.range, cv.range_request, cv.range_response)
+    Put = _unary(lambda s: s.put, cv.put_request, cv.put_response)
+    DeleteRange = _unary(lambda s: s.delete_range, cv.to_dict, _generic(pb.DeleteRangeResponse))
+    Txn = _unary(lambda s: s.txn, cv.to_dict, _generic(pb.TxnResponse))
+    Compact = _unary(lambda s: s.compact, cv.to_dict, _generic(pb.CompactionResponse))
+
+
+class LeaseService(_Base, pb_grpc.LeaseServicer):
+    LeaseGrant = _unary(lambda s: s.lease_grant, cv.to_dict, _generic(pb.LeaseGrantResponse))
+    LeaseRevoke = _unary(lambda s: s.lease_revoke, cv.to_dict, _generic(pb.LeaseRevokeResponse))
+    LeaseTimeToLive = _unary(lambda s: s.lease_timetolive, cv.to_dict,
+                             _generic(pb.LeaseTimeToLiveResponse))
+    LeaseLeases = _unary(lambda s: s.lease_leases, cv.to_dict, _generic(pb.LeaseLeasesResponse))
+
+    async def LeaseKeepAlive(self, request_iterator, context):
+        server = self.server
+        if _requires_leader(context) and server.core.lead == 0:
+            await _abort(context, ErrNoLeader())
+        try:
+            async for req in request_iterator:
+                resp = await server.lease_keepalive({"ID": req.ID})
+                await context.write(cv.from_dict(pb.LeaseKeepAliveResponse, resp))
+        except EtcdError as err:
+            await _abort(context, err)
+
+
+class WatchService(_Base, pb_grpc.WatchServicer):
+    async def Watch(self, request_iterator, context):
+        server = self.server
+        require_leader = _requires_leader(context)
+        if require_leader and server.core.lead == 0:
+            await _abort(context, ErrNoLeader())
+        stream = server.watch_stream()
+        loop = asyncio.get_running_loop()
+        failure = loop.create_future()   # an error that ends the stream
+
+        def fail(exc) -> None:
+            if not failure.done():
+                failure.set_result(exc)
+
+        async def read_requests():
+            # The client closing its side does not end the stream (etcd's recvLoop).
+            async for req in request_iterator:
+                await stream.handle(cv.to_dict(req))
+
+        def read_done(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                fail(t.exception())
+
+        async def send_responses():
+            async for resp in stream.responses():
+                await context.write(cv.from_dict(pb.WatchResponse, resp))
+
+        tasks = [asyncio.ensure_future(read_requests())]
+        tasks[0].add_done_callback(read_done)
+        if require_leader:
+            tasks.append(asyncio.ensure_future(_leader_monitor(server, fail)))
+        sender = asyncio.ensure_future(send_responses())
+        tasks.append(sender)
+        try:
+            await asyncio.wait({sender, failure}, return_when=asyncio.FIRST_COMPLETED)
+            if failure.done():
+                exc = failure.result()
+                if isinstance(exc, EtcdError):
+                    await _abort(context, exc)
+                return   # the client went away
+            exc = sender.exception()
+            if isinstance(exc, EtcdError):
+                await _abort(context, exc)
+        finally:
+            for t in tasks:
+                t.cancel()
+            stream.close()
+
+
+async def _leader_monitor(server, fail) -> None:
+    """etcd's monitorLeader: a stream that asked for a leader ends, with "no leader",
+    at the first check (every election timeout) that finds none."""
+    while True:
+        await asyncio.sleep(server.election_seconds)
+        if server.core.lead == 0:
+            fail(ErrNoLeader())
+            return
+
+
+class ClusterService(_Base, pb_grpc.ClusterServicer):
+    MemberAdd = _unary(lambda s: s.member_add, cv.to_dict, _generic(pb.MemberAddResponse))
+    MemberRemove = _unary(lambda s: s.member_remove, cv.to_dict,
+                          _generic(pb.MemberRemoveResponse))
+    MemberUpdate = _unary(lambda s: s.member_update, cv.to_dict,
+                          _generic(pb.MemberUpdateResponse))
+    MemberList = _unary(lambda s: s.member_list, cv.to_dict, _generic(pb.MemberListResponse))
+    MemberPromote = _unary(lambda s: s.member_promote, cv.to_dict,
+                           _generic(pb.MemberPromoteResponse))
+
+
+class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
+    Alarm = _unary(lambda s: s.alarm, cv.to_dict, _generic(pb.AlarmResponse))
+    Status = _unary(lambda s: s.status, cv.to_dict, _generic(pb.StatusResponse))
+    Defragment = _unary(lambda s: s.defragment, cv.to_dict, _generic(pb.DefragmentResponse))
+    Hash = _unary(lambda s: s.hash, cv.to_dict, _generic(pb.HashResponse))
+    HashKV = _unary(lambda s: s.hash_kv, cv.to_dict, _generic(pb.HashKVResponse))
+    MoveLeader = _unary(lambda s: s.move_leader, cv.to_dict, _generic(pb.MoveLeaderResponse))
+
+    async def Snapshot(self, request, context):
+        server = self.server
+        try:
+            async for chunk in server.snapshot_stream():
+                await context.write(cv.from_dict(pb.SnapshotResponse, chunk))
+        except EtcdError as err:
+            await _abort(context, err)
+
+
+SERVICES = [
+    (KVService, pb_grpc.add_KVServicer_to_server),
+    (LeaseService, pb_grpc.add_LeaseServicer_to_server),
+    (WatchService, pb_grpc.add_WatchServicer_to_server),
+    (ClusterService, pb_grpc.add_ClusterServicer_to_server),
+    (MaintenanceService, pb_grpc.add_MaintenanceServicer_to_server),
+]
+
+
+class GrpcFrontend:
+    """The grpc.aio server behind the client ports, and the relays that feed it."""
+
+    def __init__(self, server):
+        self.server = server
+        self.address = f"fastkv-grpc-{os.getpid()}-{id(self):x}"
+        self.grpc_server: grpc.aio.Server | None = None
+        self._relays: set[int] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _options(self) -> list:
+        cfg = self.server.cfg
+        return [
+            ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.max_concurrent_streams", getattr(cfg, "max_concurrent_streams", 2**31 - 1)),
+            # etcd: --grpc-keepalive-min-time 5s, pings without streams refused
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.so_reuseport", 0),
+        ]
+
+    async def start(self) -> None:
+        srv = grpc.aio.server(options=self._options())
+        for cls, add in SERVICES:
+            add(cls(self.server), srv)
+        srv.add_insecure_port("unix-abstract:" + self.address)
+        await srv.start()
+        self.grpc_server = srv
+
+    async def stop(self) -> None:
+        self._closed = True
+        with self._lock:
+            fds = list(self._relays)
+        for fd in fds:
+            try:
+                socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=0.5)
+
+    def adopt(self, transport, initial: bytes) -> bool:
+        """Take over an HTTP/2 connection from the HTTP server: its bytes go to gRPC."""
+        if self._closed or self.grpc_server is None:
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:   # not a plain TCP transport (TLS is relayed by the HTTP layer)
+            return False
+        fd = os.dup(sock.fileno())
+        transport.pause_reading()
+        transport.abort()   # closes asyncio's fd; the connection lives on in `fd`
+        threading.Thread(target=self._relay, args=(fd, initial), daemon=True,
+                         name="grpc-relay").start()
+        return True
+
+    def _relay(self, fd: int, initial: bytes) -> None:
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._lock:
+            self._relays.add(fd)
+        try:
+            up.connect("\0" + self.address)
+            relay(fd, up.fileno(), initial)
+        except OSError as exc:
+            log.debug("grpc relay ended: %r", exc)
+        finally:
+            with self._lock:
+                self._relays.discard(fd)
+            up.close()
+            os.close(fd)
+
+
+def code_of(err: EtcdError) -> grpc.StatusCode:
+    return _CODES.get(err.code, grpc.StatusCode.UNKNOWN)
+
+
+__all__ = ["GrpcFrontend", "code_of", "GrpcCode"]

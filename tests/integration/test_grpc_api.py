@@ -1,0 +1,279 @@
+"""etcd's gRPC API served by a real fastkv process, through our own generated stubs.
+
+The same port answers HTTP/1.1 (curl, the JSON gateway) and gRPC (etcdctl, clientv3);
+errors carry etcd's status codes and messages; streams (watch, keepalive, snapshot)
+behave like etcd's. etcdctl and the public Python clients are driven in tests/compat.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from fastkv.proto.etcdserverpb import rpc_pb2 as pb
+from fastkv.proto.etcdserverpb import rpc_pb2_grpc as rpc
+from servers import Cluster, FastkvProcess
+
+FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+
+
+@pytest.fixture(scope="module")
+def member():
+    srv = FastkvProcess().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(member):
+    ch = grpc.insecure_channel(f"127.0.0.1:{member.client_port}")
+    try:
+        yield ch
+    finally:
+        ch.close()
+
+
+def _err(call, *args, **kw) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kw)
+    return info.value
+
+
+def test_one_port_serves_http_and_grpc(member, channel):
+    kv = rpc.KVStub(channel)
+    kv.Put(pb.PutRequest(key=b"same-port", value=b"grpc"))
+    with urllib.request.urlopen(f"{member.url}/v3/kv/range", data=json.dumps(
+            {"key": "c2FtZS1wb3J0"}).encode(), timeout=5) as r:
+        body = json.loads(r.read())
+    assert body["kvs"][0]["value"] == "Z3JwYw=="   # "grpc", written over gRPC
+    with urllib.request.urlopen(f"{member.url}/version", timeout=5) as r:
+        assert json.loads(r.read())["etcdserver"].startswith("3.4")
+
+
+def test_put_range_and_headers(channel):
+    kv = rpc.KVStub(channel)
+    put = kv.Put(pb.PutRequest(key=b"k1", value=b"v1"))
+    h = put.header
+    assert h.cluster_id and h.member_id and h.raft_term >= 1 and h.revision >= 2
+    again = kv.Put(pb.PutRequest(key=b"k1", value=b"v2", prev_kv=True))
+    assert again.prev_kv.value == b"v1" and again.header.revision == h.revision + 1
+    r = kv.Range(pb.RangeRequest(key=b"k1"))
+    assert r.count == 1 and r.kvs[0].value == b"v2" and r.kvs[0].version == 2
+    assert r.kvs[0].create_revision == h.revision and r.header.revision == h.revision + 1
+    old = kv.Range(pb.RangeRequest(key=b"k1", revision=h.revision))
+    assert old.kvs[0].value == b"v1"
+    kv.Put(pb.PutRequest(key=b"k2", value=b"x"))
+    page = kv.Range(pb.RangeRequest(key=b"k", range_end=b"l", limit=1,
+                                    sort_order=pb.RangeRequest.DESCEND))
+    assert [x.key for x in page.kvs] == [b"k2"] and page.more and page.count == 2
+    d = kv.DeleteRange(pb.DeleteRangeRequest(key=b"k", range_end=b"l", prev_kv=True))
+    assert d.deleted == 2 and sorted(x.key for x in d.prev_kvs) == [b"k1", b"k2"]
+
+
+def test_txn_branches_and_nested_responses(channel):
+    kv = rpc.KVStub(channel)
+    kv.Put(pb.PutRequest(key=b"t", value=b"1"))
+    cmp = pb.Compare(key=b"t", result=pb.Compare.EQUAL, target=pb.Compare.VALUE, value=b"1")
+    ok = kv.Txn(pb.TxnRequest(
+        compare=[cmp],
+        success=[pb.RequestOp(request_put=pb.PutRequest(key=b"t", value=b"2")),
+                 pb.RequestOp(request_range=pb.RangeRequest(key=b"t"))],
+        failure=[pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=b"t"))]))
+    assert ok.succeeded
+    assert ok.responses[0].WhichOneof("response") == "response_put"
+    assert ok.responses[1].response_range.kvs[0].value == b"2"
+    missing = pb.Compare(key=b"nope", result=pb.Compare.GREATER, target=pb.Compare.VERSION,
+                         version=0)
+    no = kv.Txn(pb.TxnRequest(compare=[missing], failure=[
+        pb.RequestOp(request_range=pb.RangeRequest(key=b"t"))]))
+    assert not no.succeeded and no.responses[0].response_range.count == 1
+
+
+def test_errors_have_etcds_codes_and_messages(channel):
+    kv, lease = rpc.KVStub(channel), rpc.LeaseStub(channel)
+    e = _err(lease.LeaseRevoke, pb.LeaseRevokeRequest(ID=424242))
+    assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND,
+                                       "etcdserver: requested lease not found")
+    e = _err(kv.Put, pb.PutRequest(key=b"", value=b"x"))
+    assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                       "etcdserver: key is not provided")
+    e = _err(kv.Range, pb.RangeRequest(key=b"a", revision=10**9))
+    assert (e.code(), e.details()) == (grpc.StatusCode.OUT_OF_RANGE,
+                                       "etcdserver: mvcc: required revision is a future revision")
+    dup = [pb.RequestOp(request_put=pb.PutRequest(key=b"d", value=b"1"))] * 2
+    e = _err(kv.Txn, pb.TxnRequest(success=dup))
+    assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                       "etcdserver: duplicate key given in txn request")
+    many = [pb.RequestOp(request_put=pb.PutRequest(key=b"m%d" % i)) for i in range(129)]
+    e = _err(kv.Txn, pb.TxnRequest(success=many))
+    assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                       "etcdserver: too many operations in txn request")
+    kv.Put(pb.PutRequest(key=b"c", value=b"1"))
+    rev = kv.Put(pb.PutRequest(key=b"c", value=b"2")).header.revision
+    kv.Compact(pb.CompactionRequest(revision=rev))
+    e = _err(kv.Range, pb.RangeRequest(key=b"c", revision=rev - 1))
+    assert (e.code(), e.details()) == (grpc.StatusCode.OUT_OF_RANGE,
+                                       "etcdserver: mvcc: required revision has been compacted")
+    e = _err(kv.Put, pb.PutRequest(key=b"big", value=bytes(1536 * 1024)))
+    assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                       "etcdserver: request is too large")
+    assert kv.Range(pb.RangeRequest(key=b"big")).count == 0   # and nothing changed
+
+
+def test_watch_stream_creates_delivers_and_cancels(channel):
+    kv, watch = rpc.KVStub(channel), rpc.WatchStub(channel)
+    start = kv.Put(pb.PutRequest(key=b"w/0", value=b"old")).header.revision
+    reqs = [pb.WatchRequest(create_request=pb.WatchCreateRequest(
+                key=b"w/", range_end=b"w0", start_revision=start, prev_kv=True)),
+            pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"other", watch_id=7))]
+    stream_reqs = _Feeder(reqs)
+    stream = watch.Watch(iter(stream_reqs))
+    try:
+        # two created responses and the replay of the past revision (which may come
+        # before the second watch is created)
+        first = [next(stream) for _ in range(3)]
+        assert sorted(r.watch_id for r in first if r.created) == [0, 7]
+        history = [r for r in first if not r.created]
+        assert history[0].watch_id == 0
+        assert history[0].events[0].kv.key == b"w/0" and history[0].events[0].kv.value == b"old"
+        kv.Put(pb.PutRequest(key=b"w/1", value=b"a"))
+        kv.DeleteRange(pb.DeleteRangeRequest(key=b"w/0"))
+        got = []
+        while len(got) < 2:
+            got.extend(next(stream).events)
+        assert [(e.type, e.kv.key) for e in got] == [(0, b"w/1"), (1, b"w/0")]
+        assert got[1].prev_kv.value == b"old"
+        stream_reqs.push(pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=7)))
+        canceled = next(stream)
+        assert canceled.canceled and canceled.watch_id == 7
+    finally:
+        stream.cancel()
+        stream_reqs.close()
+
+
+class _Feeder:
+    """A request iterator the test can add to while the stream runs."""
+
+    def __init__(self, first):
+        import queue
+        self.q = queue.Queue()
+        for r in first:
+            self.q.put(r)
+
+    def push(self, r):
+        self.q.put(r)
+
+    def close(self):
+        self.q.put(None)
+
+    def __iter__(self):
+        while True:
+            r = self.q.get()
+            if r is None:
+                return
+            yield r
+
+
+def test_leases_keepalive_stream_and_ttl(channel):
+    lease, kv = rpc.LeaseStub(channel), rpc.KVStub(channel)
+    g = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30))
+    assert g.ID and g.TTL == 30
+    kv.Put(pb.PutRequest(key=b"leased", value=b"x", lease=g.ID))
+    answers = list(lease.LeaseKeepAlive(iter([pb.LeaseKeepAliveRequest(ID=g.ID),
+                                              pb.LeaseKeepAliveRequest(ID=999)])))
+    assert [(a.ID, a.TTL) for a in answers] == [(g.ID, 30), (999, 0)]
+    ttl = lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=g.ID, keys=True))
+    assert ttl.grantedTTL == 30 and 0 < ttl.TTL <= 30 and list(ttl.keys) == [b"leased"]
+    assert g.ID in [x.ID for x in lease.LeaseLeases(pb.LeaseLeasesRequest()).leases]
+    lease.LeaseRevoke(pb.LeaseRevokeRequest(ID=g.ID))
+    assert kv.Range(pb.RangeRequest(key=b"leased")).count == 0
+
+
+def test_maintenance_status_hash_alarms_defrag(channel):
+    m, kv = rpc.MaintenanceStub(channel), rpc.KVStub(channel)
+    st = m.Status(pb.StatusRequest())
+    assert st.version.startswith("3.4") and st.leader == st.header.member_id
+    assert st.raftIndex >= 1 and st.raftTerm >= 1 and st.dbSize > 0
+    h1 = m.HashKV(pb.HashKVRequest())
+    assert h1.hash == m.HashKV(pb.HashKVRequest()).hash
+    kv.Put(pb.PutRequest(key=b"hash-changes", value=b"x"))
+    assert m.HashKV(pb.HashKVRequest()).hash != h1.hash
+    m.Defragment(pb.DefragmentRequest())
+    # NOSPACE: puts refused with etcd's error, deletes allowed; disarm lifts it
+    mid = st.header.member_id
+    act = m.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=mid,
+                                  alarm=pb.NOSPACE))
+    assert [(a.memberID, a.alarm) for a in act.alarms] == [(mid, pb.NOSPACE)]
+    try:
+        listed = m.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET))
+        assert [(a.memberID, a.alarm) for a in listed.alarms] == [(mid, pb.NOSPACE)]
+        e = _err(kv.Put, pb.PutRequest(key=b"full", value=b"x"))
+        assert (e.code(), e.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                           "etcdserver: mvcc: database space exceeded")
+        kv.DeleteRange(pb.DeleteRangeRequest(key=b"hash-changes"))
+    finally:
+        m.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.DEACTIVATE, memberID=mid,
+                                alarm=pb.NOSPACE))
+    assert list(m.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET)).alarms) == []
+    kv.Put(pb.PutRequest(key=b"full", value=b"x"))
+
+
+def test_snapshot_stream_ends_with_its_sha256(channel):
+    m = rpc.MaintenanceStub(channel)
+    chunks = list(m.Snapshot(pb.SnapshotRequest()))
+    assert len(chunks) >= 2
+    data = b"".join(c.blob for c in chunks[:-1])
+    assert chunks[-1].blob == hashlib.sha256(data).digest()
+    assert len(data) % 512 == 0     # what etcdctl checks before it saves the file
+    sent = 0
+    for c in chunks[:-1]:
+        sent += len(c.blob)
+        assert c.remaining_bytes == len(data) - sent
+
+
+def test_cluster_member_list(member, channel):
+    ms = rpc.ClusterStub(channel).MemberList(pb.MemberListRequest()).members
+    assert len(ms) == 1 and ms[0].clientURLs == [member.url]
+
+
+def test_require_leader_fails_without_a_leader_and_ends_watches():
+    c = Cluster(FastkvProcess, 3, extra_args=FAST).start()
+    ch = None
+    try:
+        survivor = c.members[0]
+        ch = grpc.insecure_channel(f"127.0.0.1:{survivor.client_port}")
+        kv, watch = rpc.KVStub(ch), rpc.WatchStub(ch)
+        md = [("hasleader", "true")]
+        kv.Range(pb.RangeRequest(key=b"x"), metadata=md)   # fine while there is a leader
+        stream = watch.Watch(iter(_Feeder([pb.WatchRequest(
+            create_request=pb.WatchCreateRequest(key=b"x"))])), metadata=md)
+        assert next(stream).created
+        for other in c.members[1:]:
+            other.kill(signal.SIGKILL)
+        with pytest.raises(grpc.RpcError) as info:
+            next(stream)       # ended by the member's leader monitor
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.UNAVAILABLE,
+                                                             "etcdserver: no leader")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                kv.Range(pb.RangeRequest(key=b"x", serializable=True), metadata=md)
+            except grpc.RpcError as e:
+                assert (e.code(), e.details()) == (grpc.StatusCode.UNAVAILABLE,
+                                                   "etcdserver: no leader")
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        # without the metadata a serializable read is still served from local state
+        assert kv.Range(pb.RangeRequest(key=b"x", serializable=True)).count == 0
+    finally:
+        if ch is not None:
+            ch.close()
+        c.stop()
