@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
 from fastkv.alarms import ACTION_GET, AlarmStore
 from fastkv.apply import Applier, store_state_from_snapshot
+from fastkv.concurrency import Recipes
 from fastkv.config import Config
 from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
                            ErrMemberBadURLs, ErrMemberNotEnoughStarted, ErrMemberNotFound,
@@ -107,6 +108,7 @@ class Server:
         self._join_peers: list = []                       # from the WAL, for a joiner
         self.alarms = AlarmStore()
         self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started
+        self.recipes = Recipes(self)   # v3lock / v3election
         self.peer_last_seen: dict[int, float] = {}
         self.start_time = time.time()
         self.leader_since = 0.0

@@ -27,6 +27,10 @@ from fastkv.api._relay import relay
 from fastkv.errors import EtcdError, ErrNoLeader, GrpcCode
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 from fastkv.proto.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from fastkv.proto.v3electionpb import v3election_pb2 as epb
+from fastkv.proto.v3electionpb import v3election_pb2_grpc as epb_grpc
+from fastkv.proto.v3lockpb import v3lock_pb2 as lpb
+from fastkv.proto.v3lockpb import v3lock_pb2_grpc as lpb_grpc
 
 log = logging.getLogger("fastkv.grpc")
 
@@ -186,12 +190,46 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
             await _abort(context, err)
 
 
+class LockService(_Base, lpb_grpc.LockServicer):
+    Lock = _unary(lambda s: lambda r: s.recipes.lock(r.name, r.lease), lambda r: r,
+                  _generic(lpb.LockResponse))
+    Unlock = _unary(lambda s: lambda r: s.recipes.unlock(r.key), lambda r: r,
+                    _generic(lpb.UnlockResponse))
+
+
+def _leader_key(req):
+    return cv.to_dict(req.leader) if req.HasField("leader") else None
+
+
+class ElectionService(_Base, epb_grpc.ElectionServicer):
+    Campaign = _unary(lambda s: lambda r: s.recipes.campaign(r.name, r.lease, r.value),
+                      lambda r: r, _generic(epb.CampaignResponse))
+    Proclaim = _unary(lambda s: lambda r: s.recipes.proclaim(_leader_key(r), r.value),
+                      lambda r: r, _generic(epb.ProclaimResponse))
+    Resign = _unary(lambda s: lambda r: s.recipes.resign(_leader_key(r)), lambda r: r,
+                    _generic(epb.ResignResponse))
+    Leader = _unary(lambda s: lambda r: s.recipes.leader(r.name), lambda r: r,
+                    _generic(epb.LeaderResponse))
+
+    async def Observe(self, request, context):
+        server = self.server
+        if _requires_leader(context) and server.core.lead == 0:
+            await _abort(context, ErrNoLeader())
+        try:
+            async for resp in server.recipes.observe(request.name):
+                await context.write(cv.from_dict(epb.LeaderResponse, resp))
+        except EtcdError as err:
+            await _abort(context, err)
+
+
 SERVICES = [
     (KVService, pb_grpc.add_KVServicer_to_server),
     (LeaseService, pb_grpc.add_LeaseServicer_to_server),
     (WatchService, pb_grpc.add_WatchServicer_to_server),
     (ClusterService, pb_grpc.add_ClusterServicer_to_server),
     (MaintenanceService, pb_grpc.add_MaintenanceServicer_to_server),
+    (LockService, lpb_grpc.add_LockServicer_to_server),
+    (ElectionService, epb_grpc.add_ElectionServicer_to_server),
 ]
 
 

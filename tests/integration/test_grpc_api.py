@@ -277,3 +277,76 @@ def test_require_leader_fails_without_a_leader_and_ends_watches():
         if ch is not None:
             ch.close()
         c.stop()
+
+
+# ---------------------------------------------------------------- v3lock / v3election
+
+from fastkv.proto.v3electionpb import v3election_pb2 as epb  # noqa: E402
+from fastkv.proto.v3electionpb import v3election_pb2_grpc as erpc  # noqa: E402
+from fastkv.proto.v3lockpb import v3lock_pb2 as lpb  # noqa: E402
+from fastkv.proto.v3lockpb import v3lock_pb2_grpc as lrpc  # noqa: E402
+
+
+def test_lock_serialises_contenders_and_unlock_hands_over(channel):
+    lock, lease = lrpc.LockStub(channel), rpc.LeaseStub(channel)
+    l1 = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30)).ID
+    l2 = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30)).ID
+    first = lock.Lock(lpb.LockRequest(name=b"mylock", lease=l1))
+    assert first.key == b"mylock/%x" % l1
+    waiting = lock.Lock.future(lpb.LockRequest(name=b"mylock", lease=l2))
+    time.sleep(0.5)
+    assert not waiting.done()          # the second contender waits
+    lock.Unlock(lpb.UnlockRequest(key=first.key))
+    second = waiting.result(timeout=10)
+    assert second.key == b"mylock/%x" % l2
+    assert second.header.revision > first.header.revision
+    # a lease that does not exist: the put fails; etcd passes the error on as Unknown
+    e = _err(lock.Lock, lpb.LockRequest(name=b"mylock", lease=12345))
+    assert (e.code(), e.details()) == (grpc.StatusCode.UNKNOWN,
+                                       "etcdserver: requested lease not found")
+    lock.Unlock(lpb.UnlockRequest(key=second.key))
+
+
+def test_a_lock_waiter_that_gives_up_leaves_the_queue(channel):
+    lock, lease, kv = lrpc.LockStub(channel), rpc.LeaseStub(channel), rpc.KVStub(channel)
+    l1 = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30)).ID
+    l2 = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30)).ID
+    held = lock.Lock(lpb.LockRequest(name=b"gone", lease=l1))
+    e = _err(lock.Lock, lpb.LockRequest(name=b"gone", lease=l2), timeout=0.5)
+    assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 5
+    while kv.Range(pb.RangeRequest(key=b"gone/%x" % l2)).count:
+        assert time.monotonic() < deadline, "the abandoned waiter's key stayed"
+        time.sleep(0.05)
+    lock.Unlock(lpb.UnlockRequest(key=held.key))
+
+
+def test_election_campaign_leader_proclaim_observe_resign(channel):
+    el, lease = erpc.ElectionStub(channel), rpc.LeaseStub(channel)
+    e = _err(el.Leader, epb.LeaderRequest(name=b"pres"))
+    assert (e.code(), e.details()) == (grpc.StatusCode.UNKNOWN, "election: no leader")
+    observed = el.Observe(epb.LeaderRequest(name=b"pres"))
+    l1 = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30)).ID
+    l2 = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30)).ID
+    try:
+        won = el.Campaign(epb.CampaignRequest(name=b"pres", lease=l1, value=b"alice"))
+        assert won.leader.name == b"pres" and won.leader.lease == l1
+        assert won.leader.key == b"pres/%x" % l1
+        assert next(observed).kv.value == b"alice"
+        second = el.Campaign.future(epb.CampaignRequest(name=b"pres", lease=l2, value=b"bob"))
+        time.sleep(0.5)
+        assert not second.done()       # a second candidate waits
+        assert el.Leader(epb.LeaderRequest(name=b"pres")).kv.value == b"alice"
+        el.Proclaim(epb.ProclaimRequest(leader=won.leader, value=b"alice2"))
+        assert next(observed).kv.value == b"alice2"
+        stale = epb.LeaderKey(name=b"pres", key=won.leader.key, rev=1, lease=l1)
+        e = _err(el.Proclaim, epb.ProclaimRequest(leader=stale, value=b"x"))
+        assert (e.code(), e.details()) == (grpc.StatusCode.UNKNOWN, "election: not leader")
+        e = _err(el.Proclaim, epb.ProclaimRequest(value=b"x"))
+        assert e.details() == '"leader" field must be provided'
+        el.Resign(epb.ResignRequest(leader=won.leader))
+        bob = second.result(timeout=10)
+        assert bob.leader.key == b"pres/%x" % l2
+        assert next(observed).kv.value == b"bob"
+    finally:
+        observed.cancel()
