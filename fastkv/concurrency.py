@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 
 from fastkv.errors import EtcdError, GrpcCode
+from fastkv.keyrange import prefix_end
 
 SESSION_TTL = 60   # concurrency.defaultSessionTTL
 
@@ -38,23 +39,13 @@ ErrElectionNotLeader = RecipeError("election: not leader")
 ErrMissingLeaderKey = RecipeError('"leader" field must be provided')
 
 
-def _prefix_end(prefix: bytes) -> bytes:
-    """clientv3.GetPrefixRangeEnd."""
-    end = bytearray(prefix)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[:i + 1])
-    return b"\0"
-
-
 def _create_is(key: bytes, rev: int) -> dict:
     return {"key": key, "result": _EQUAL, "target": _TARGET_CREATE, "create_revision": rev}
 
 
 def _top(prefix: bytes, order: int, max_create: int = 0) -> dict:
     """withTop: the first (or last) key by create revision under a prefix."""
-    req = {"key": prefix, "range_end": _prefix_end(prefix), "sort_target": _SORT_CREATE,
+    req = {"key": prefix, "range_end": prefix_end(prefix), "sort_target": _SORT_CREATE,
            "sort_order": order, "limit": 1}
     if max_create:
         req["max_create_revision"] = max_create
@@ -75,11 +66,13 @@ class Recipes:
 
     # ------------------------------------------------------------- sessions
 
-    async def _session_lease(self, lease: int) -> int:
-        if lease:
-            return lease
-        resp = await self.server.lease_grant({"TTL": SESSION_TTL})
-        return resp["ID"]
+    async def _contender(self, name: bytes, lease: int) -> tuple[int, bytes, bytes]:
+        """(lease, prefix, key) of a session's contender for `name` (a new orphaned
+        lease when none is given)."""
+        if not lease:
+            lease = (await self.server.lease_grant({"TTL": SESSION_TTL}))["ID"]
+        prefix = name + b"/"
+        return lease, prefix, prefix + b"%x" % lease
 
     # ------------------------------------------------------------- waiting
 
@@ -113,9 +106,7 @@ class Recipes:
     async def lock(self, name: bytes, lease: int) -> dict:
         """LockResponse {header, key}: returns once this contender owns the lock."""
         try:
-            lease = await self._session_lease(lease)
-            prefix = name + b"/"
-            key = prefix + b"%x" % lease
+            lease, prefix, key = await self._contender(name, lease)
             resp = await self.server.txn({
                 "compare": [_create_is(key, 0)],
                 "success": [{"request_put": {"key": key, "lease": lease}},
@@ -160,9 +151,7 @@ class Recipes:
     async def campaign(self, name: bytes, lease: int, value: bytes) -> dict:
         """CampaignResponse {header, leader: LeaderKey}: once this candidate leads."""
         try:
-            lease = await self._session_lease(lease)
-            prefix = name + b"/"
-            key = prefix + b"%x" % lease
+            lease, prefix, key = await self._contender(name, lease)
             resp = await self.server.txn({
                 "compare": [_create_is(key, 0)],
                 "success": [{"request_put": {"key": key, "value": value, "lease": lease}}],
@@ -253,7 +242,7 @@ class Recipes:
         stream = self.server.watch_stream()
         try:
             await stream.handle({"create_request": {
-                "key": prefix, "range_end": _prefix_end(prefix), "start_revision": rev}})
+                "key": prefix, "range_end": prefix_end(prefix), "start_revision": rev}})
             async for resp in stream.responses():
                 for ev in resp.get("events", ()):
                     if ev.get("type", 0) == 0:

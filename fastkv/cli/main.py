@@ -18,6 +18,7 @@ import time
 from fastkv.cli import flags as fl
 from fastkv.cli.printer import FORMATS, KNOWN_FORMATS, new_printer
 from fastkv.cli.transport import ClientError, GatewayClient, RPCError
+from fastkv.keyrange import prefix_end
 
 PROGRAM = "etcdctl"  # cobra's root name appears in usage; keep etcdctl's wording
 VERSION = "3.4.23"
@@ -45,16 +46,6 @@ class Exit(Exception):
 
 def b64e(s: str | bytes) -> str:
     return base64.b64encode(s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s).decode()
-
-
-def prefix_end(key: bytes) -> bytes:
-    """clientv3.GetPrefixRangeEnd: the smallest key greater than every key with this prefix."""
-    end = bytearray(key)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\x00"  # all 0xff: everything from the key on
 
 
 def arg_bytes(s: str) -> bytes:
