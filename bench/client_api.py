@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""fastkv vs etcd 3.4 on the v3 JSON gateway, with wrk.
+"""fastkv vs etcd 3.4 on the client API: the v3 JSON gateway (wrk) and gRPC (h2load).
 
 Both servers are started the same way (tests/servers.py: same flags, loopback,
 free ports) on fresh data dirs under one data root, so both pay the same
@@ -12,13 +12,24 @@ labels like put/3m-follower). Runs alternate etcd, fastkv, etcd, fastkv...
   put    bench/wrk/put.lua    POST /v3/kv/put, a new key per request, 64-byte value
   range  bench/wrk/range.lua  POST /v3/kv/range, linearizable, on pre-loaded keys
 
+and two gRPC workloads, driven by ``h2load -c<connections/4> -m<streams> -D<duration>``
+posting one prebuilt gRPC frame (5-byte prefix + protobuf) to etcd's method path:
+
+  grpc-put    /etcdserverpb.KV/Put    PutRequest{key bench/grpc-put, 64-byte value}
+  grpc-range  /etcdserverpb.KV/Range  RangeRequest{key bench/range/1}, linearizable
+
+h2load cannot see gRPC's status (it is in the trailers), so a gRPC run checks the
+answers otherwise: every response carried a message (DATA bytes per request at
+least the smallest right answer), and for puts the server's revision grew by at
+least the number of requests h2load counted as done.
+
 A run fails if wrk saw any non-200 answer, any 200 whose body lacks what a
 right answer contains (both counted by the Lua scripts' response()), or any
 socket error: a benchmark of errors is worthless. Reported
 per server and workload: median requests/s, median p50/p99 latency (wrk's
 --latency distribution), peak RSS (VmHWM of the server process, the largest
 member's for a cluster, read just before it is stopped), and fastkv/etcd ratios. The table goes to stdout, the
-whole record to bench/results/json_api-<timestamp>.json.
+whole record to bench/results/client_api-<timestamp>.json.
 """
 from __future__ import annotations
 
@@ -45,7 +56,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 from servers import Cluster, EtcdProcess, FastkvProcess  # noqa: E402
 
 SERVERS = {"etcd": EtcdProcess, "fastkv": FastkvProcess}
-WORKLOADS = {"put": "put.lua", "range": "range.lua"}
+WORKLOADS = {"put": "put.lua", "range": "range.lua",
+             "grpc-put": "/etcdserverpb.KV/Put", "grpc-range": "/etcdserverpb.KV/Range"}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -85,6 +97,91 @@ def parse_wrk(out: str) -> dict:
                                        map(int, sock.groups()))) if sock else {}
     first = re.search(r"^fastkv-bench first_error=(.*)$", out, re.M)
     result["first_error"] = first.group(1) if first else ""
+    return result
+
+
+def grpc_frame(workload: str) -> bytes:
+    """The request h2load posts: a gRPC length-prefixed protobuf message, encoded by hand
+    (field 1 key, field 2 value: both length-delimited) so the runner needs no protobuf."""
+    def field(num: int, data: bytes) -> bytes:
+        assert len(data) < 128
+        return bytes([num << 3 | 2, len(data)]) + data
+    if workload == "grpc-put":
+        msg = field(1, b"bench/grpc-put") + field(2, b"p" * 64)
+    else:
+        msg = field(1, b"bench/range/1")
+    return b"\0" + len(msg).to_bytes(4, "big") + msg
+
+
+# Smallest DATA per right answer: a frame prefix and a ResponseHeader (four varints);
+# a range answer also holds the 64-byte value.
+GRPC_MIN_DATA = {"grpc-put": 5 + 12, "grpc-range": 5 + 12 + 64}
+
+
+def parse_h2load(out: str, log_path: str) -> dict:
+    def grab(pattern: str):
+        m = re.search(pattern, out, re.M)
+        if m is None:
+            raise RunFailed(f"h2load output lacks {pattern!r}:\n{out}")
+        return m
+    done = grab(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                r"(\d+) failed, (\d+) errored, (\d+) timeout")
+    lat = []
+    with open(log_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "200":
+                lat.append(int(parts[2]) / 1000.0)
+    lat.sort()
+    if not lat:
+        raise RunFailed("h2load logged no successful request")
+    return {
+        "requests_per_sec": float(grab(r"^finished in [\d.]+s, ([\d.]+) req/s").group(1)),
+        "requests": int(done.group(4)),
+        "failed": int(done.group(5)) + int(done.group(6)) + int(done.group(7)),
+        "data_bytes": int(grab(r"^traffic: .* \((\d+)\) data").group(1)),
+        "p50_ms": lat[len(lat) // 2],
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+    }
+
+
+def run_h2load(workload: str, srv, args, tmp: str) -> dict:
+    try:
+        return _run_h2load(workload, srv, args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_h2load(workload: str, srv, args, tmp: str) -> dict:
+    body = os.path.join(tmp, "request.bin")
+    with open(body, "wb") as f:
+        f.write(grpc_frame(workload))
+    log_path = os.path.join(tmp, "h2load.log")
+    rev0 = int(post(srv.url, "/v3/kv/range", {"key": "eA=="})["header"]["revision"])
+    cmd = ["h2load", f"-t{args.threads}", f"-c{max(args.threads, args.connections // 4)}",
+           f"-m{args.streams}", f"-D{int(args.duration_s)}", "--log-file", log_path,
+           "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", body,
+           srv.url + WORKLOADS[workload]]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration_s * 3 + 60)
+    if p.returncode != 0:
+        raise RunFailed(f"h2load exited {p.returncode}: {p.stderr}")
+    result = parse_h2load(p.stdout, log_path)
+    result["wrk_output"] = p.stdout
+    problems = []
+    if result["failed"]:
+        problems.append(f"{result['failed']} requests failed, errored or timed out")
+    if result["data_bytes"] < result["requests"] * GRPC_MIN_DATA[workload]:
+        problems.append(f"only {result['data_bytes']} bytes of answers for "
+                        f"{result['requests']} requests: some were gRPC errors")
+    if workload == "grpc-put":
+        rev1 = int(post(srv.url, "/v3/kv/range", {"key": "eA=="})["header"]["revision"])
+        if rev1 - rev0 < result["requests"]:
+            problems.append(f"{result['requests']} puts answered but the revision grew by "
+                            f"{rev1 - rev0}")
+    if result["requests"] == 0:
+        problems.append("no requests completed")
+    if problems:
+        raise RunFailed("; ".join(problems))
     return result
 
 
@@ -140,6 +237,33 @@ def pick_target(cluster: Cluster, target: str):
     raise RunFailed("the cluster did not agree on a leader")
 
 
+def run_wrk(workload: str, srv, args) -> dict:
+    env = dict(os.environ, FASTKV_WRK_DIR=os.path.join(BENCH, "wrk"),
+               FASTKV_RANGE_KEYS=str(args.range_keys))
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}",
+           "--latency", "-s", os.path.join(BENCH, "wrk", WORKLOADS[workload]), srv.url]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       timeout=args.duration_s * 3 + 60)
+    if p.returncode != 0:
+        raise RunFailed(f"wrk exited {p.returncode}: {p.stderr}")
+    result = parse_wrk(p.stdout)
+    result["wrk_output"] = p.stdout
+    problems = []
+    if result["non200"] or result["non2xx_wrk"]:
+        problems.append(f"{max(result['non200'], result['non2xx_wrk'])} non-200 answers "
+                        f"(first: {result['first_error']})")
+    if result["bad_body"]:
+        problems.append(f"{result['bad_body']} 200 answers without the expected content "
+                        f"(first: {result['first_error']})")
+    if any(result["socket_errors"].values()):
+        problems.append(f"socket errors {result['socket_errors']}")
+    if result["requests"] == 0:
+        problems.append("no requests completed")
+    if problems:
+        raise RunFailed("; ".join(problems))
+    return result
+
+
 def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
             target: str = "leader") -> dict:
     data_dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=data_root)
@@ -154,36 +278,17 @@ def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
         else:
             cluster.start(timeout=60)
             srv = pick_target(cluster, target)
-        if workload == "range":
+        if workload in ("range", "grpc-range"):
             preload(srv.url, args.range_keys)
-        env = dict(os.environ, FASTKV_WRK_DIR=os.path.join(BENCH, "wrk"),
-                   FASTKV_RANGE_KEYS=str(args.range_keys))
-        cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}",
-               "--latency", "-s", os.path.join(BENCH, "wrk", WORKLOADS[workload]), srv.url]
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                           timeout=args.duration_s * 3 + 60)
-        if p.returncode != 0:
-            raise RunFailed(f"wrk exited {p.returncode}: {p.stderr}")
-        result = parse_wrk(p.stdout)
+        if workload.startswith("grpc-"):
+            result = run_h2load(workload, srv, args, tempfile.mkdtemp(prefix="h2load-", dir=data_root))
+        else:
+            result = run_wrk(workload, srv, args)
         procs = [srv] if cluster is None else cluster.members
         for m in procs:
             if m.proc.poll() is not None:
                 raise RunFailed(f"{kind} died during the run: {m.log()}")
         result["peak_rss_kib"] = max(peak_rss_kib(m.proc.pid) for m in procs)
-        result["wrk_output"] = p.stdout
-        problems = []
-        if result["non200"] or result["non2xx_wrk"]:
-            problems.append(f"{max(result['non200'], result['non2xx_wrk'])} non-200 answers "
-                            f"(first: {result['first_error']})")
-        if result["bad_body"]:
-            problems.append(f"{result['bad_body']} 200 answers without the expected content "
-                            f"(first: {result['first_error']})")
-        if any(result["socket_errors"].values()):
-            problems.append(f"socket errors {result['socket_errors']}")
-        if result["requests"] == 0:
-            problems.append("no requests completed")
-        if problems:
-            raise RunFailed("; ".join(problems))
         return result
     finally:
         if cluster is None:
@@ -251,7 +356,9 @@ def main(argv=None) -> int:
                     help="runs per server and workload (default 3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--workloads", default="put,range")
+    ap.add_argument("--workloads", default="put,range,grpc-put,grpc-range")
+    ap.add_argument("--streams", type=int, default=8,
+                    help="h2load -m: concurrent streams per gRPC connection (default 8)")
     ap.add_argument("--servers", default="etcd,fastkv",
                     help="which servers to run, in alternation order (default etcd,fastkv)")
     ap.add_argument("--range-keys", type=int, default=1000)
@@ -286,9 +393,10 @@ def main(argv=None) -> int:
     for w in workloads:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w!r}")
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (ci/bench installs it)", file=sys.stderr)
-        return 2
+    for tool in ("wrk", "h2load"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (ci/bench installs it)", file=sys.stderr)
+            return 2
     os.makedirs(args.out, exist_ok=True)
     data_root = args.data_root or os.path.join(args.out, "data.tmp")
     os.makedirs(data_root, exist_ok=True)
@@ -296,12 +404,13 @@ def main(argv=None) -> int:
     record = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in ("duration", "runs", "threads", "connections",
-                                                  "range_keys", "members", "targets")} | {"servers": servers,
+                                                  "range_keys", "members", "targets", "streams")} | {"servers": servers,
                                                                      "workloads": workloads,
                                                                      "data_root": data_root},
         "env": {"python": platform.python_version(), "machine": platform.machine(),
                 "cpus": os.cpu_count(), "kernel": platform.release(),
-                "etcd": version_of(["etcd", "--version"]), "wrk": version_of(["wrk", "--version"])},
+                "etcd": version_of(["etcd", "--version"]), "wrk": version_of(["wrk", "--version"]),
+                "h2load": version_of(["h2load", "--version"])},
         "runs": [],
     }
     failed = False
@@ -340,7 +449,7 @@ def main(argv=None) -> int:
         summary[workload] = per
     record["summary"] = summary
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(args.out, f"json_api-{stamp}.json")
+    path = os.path.join(args.out, f"client_api-{stamp}.json")
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     print()
