@@ -1110,12 +1110,9 @@ class Server:
         to 512 bytes), in 32 KiB chunks with the bytes remaining after each, then the
         SHA-256 of it all: what `etcdctl snapshot save` checks and writes."""
         import hashlib
-        from fastkv.storage.snapshot import encode
+        from fastkv.storage.snapshot import encode_stream
         state, blobs = self.applier.snapshot_parts()
-        data = await asyncio.to_thread(encode, state, list(blobs))
-        # etcdctl checks that the size is a multiple of 512 (bolt's pages) plus the
-        # 32-byte digest: pad with zeros (restore reads the length from the header).
-        data += bytes(-len(data) % 512)
+        data = await asyncio.to_thread(encode_stream, state, list(blobs))
         total = len(data)
         for pos in range(0, total, chunk_bytes):
             piece = data[pos:pos + chunk_bytes]

@@ -111,6 +111,30 @@ def decode(buf: bytes, path: str = "<snapshot>") -> tuple[dict, list[bytes]]:
     return state, frames[1:]
 
 
+# A snapshot as Maintenance.Snapshot streams it (what `etcdctl snapshot save` writes):
+# the snapshot file's bytes, zeros up to a multiple of 512, then their SHA-256.
+STREAM_ALIGN = 512
+SHA256_SIZE = 32
+
+
+def encode_stream(state: dict, blobs: list[bytes]) -> bytes:
+    """The streamed image without its digest (the sender hashes while it sends)."""
+    data = encode(state, blobs)
+    return data + bytes(-len(data) % STREAM_ALIGN)
+
+
+def decode_stream(buf: bytes, path: str = "<snapshot>") -> tuple[dict, list[bytes]]:
+    """(state, blobs) of a saved snapshot stream, after checking its SHA-256."""
+    import hashlib
+    if len(buf) < SHA256_SIZE + HEADER.size or (len(buf) - SHA256_SIZE) % STREAM_ALIGN:
+        raise StorageCorruption(f"snapshot: {path} is not a saved snapshot ({len(buf)} bytes)")
+    body, digest = buf[:-SHA256_SIZE], buf[-SHA256_SIZE:]
+    if hashlib.sha256(body).digest() != digest:
+        raise StorageCorruption(f"snapshot: {path} failed its SHA-256 check")
+    _magic, _crc, length = HEADER.unpack_from(body, 0)
+    return decode(body[:HEADER.size + length], path)
+
+
 class Snapshotter:
     def __init__(self, snap_dir: str):
         self.dir = snap_dir

@@ -225,8 +225,13 @@ def test_maintenance_status_hash_alarms_defrag(channel):
     kv.Put(pb.PutRequest(key=b"full", value=b"x"))
 
 
-def test_snapshot_stream_ends_with_its_sha256(channel):
-    m = rpc.MaintenanceStub(channel)
+def test_snapshot_stream_ends_with_its_sha256_and_holds_the_state(channel):
+    from fastkv.apply import store_state_from_snapshot
+    from fastkv.mvcc.store import KVStore
+    from fastkv.storage.snapshot import decode_stream
+    m, kv = rpc.MaintenanceStub(channel), rpc.KVStub(channel)
+    kv.Put(pb.PutRequest(key=b"snap/a", value=b"1"))
+    rev = kv.Put(pb.PutRequest(key=b"snap/b", value=b"2")).header.revision
     chunks = list(m.Snapshot(pb.SnapshotRequest()))
     assert len(chunks) >= 2
     data = b"".join(c.blob for c in chunks[:-1])
@@ -236,6 +241,14 @@ def test_snapshot_stream_ends_with_its_sha256(channel):
     for c in chunks[:-1]:
         sent += len(c.blob)
         assert c.remaining_bytes == len(data) - sent
+    # the saved file is a state fastkv loads (restore builds a data dir from it)
+    state, blobs = decode_stream(data + chunks[-1].blob)
+    store = KVStore.from_snapshot_state(store_state_from_snapshot(state, blobs))
+    assert store.rev >= rev
+    got = store.range({"key": b"snap/", "range_end": b"snap0"})
+    assert [(x["key"], x["value"]) for x in got["kvs"]] == [(b"snap/a", b"1"), (b"snap/b", b"2")]
+    with pytest.raises(Exception, match="SHA-256"):
+        decode_stream(data[:-1] + bytes([data[-1] ^ 1]) + chunks[-1].blob)
 
 
 def test_cluster_member_list(member, channel):
