@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastkv import requests
 from fastkv.alarms import ALARM_CORRUPT, ALARM_NOSPACE, AlarmStore
+from fastkv.auth import AuthStore
 from fastkv.errors import ErrCorrupt, ErrLeaseNotFound, ErrNoSpace, EtcdError
 from fastkv.membership import Membership
 from fastkv.mvcc.lease import Lessor
@@ -19,12 +20,13 @@ from fastkv.storage.wal import Entry
 
 class Applier:
     def __init__(self, store: KVStore, lessor: Lessor, hub: WatchHub, membership: Membership,
-                 alarms: AlarmStore | None = None):
+                 alarms: AlarmStore | None = None, auth: AuthStore | None = None):
         self.store = store
         self.lessor = lessor
         self.hub = hub
         self.membership = membership
         self.alarms = alarms if alarms is not None else AlarmStore()
+        self.auth = auth if auth is not None else AuthStore()
         self.applied_index = 0
         self.applied_term = 0
 
@@ -60,6 +62,13 @@ class Applier:
             elif kind == requests.ALARM:
                 return req_id, self.alarms.apply(payload["action"], payload.get("memberID", 0),
                                                  payload.get("alarm", 0))
+            elif kind == requests.AUTH:
+                op = payload["op"]
+                if op not in requests.AUTH_OPS:
+                    raise ValueError(f"unknown auth change {op!r} at index {entry.index}")
+                if op == "authenticate":
+                    return req_id, self.auth.authenticate(payload["req"], entry.index)
+                return req_id, getattr(self.auth, op)(payload["req"])
             elif kind == requests.MEMBER_ATTR:
                 return req_id, self.membership.set_attributes(
                     payload["ID"], payload["name"], payload["clientURLs"])
@@ -92,7 +101,8 @@ class Applier:
                  "applied_term": self.applied_term, "store": store,
                  "lessor": self.lessor.snapshot_state(),
                  "membership": self.membership.snapshot_state(),
-                 "alarms": self.alarms.snapshot_state()}
+                 "alarms": self.alarms.snapshot_state(),
+                 "auth": self.auth.to_state()}
         return state, view.iter_chunks()
 
     def snapshot_state(self) -> tuple[dict, list[bytes]]:

@@ -122,6 +122,10 @@ FLAGS = [
     Flag("log-level", _log_level, "info",
          "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     Flag("enable-v2", _bool, False, "Accept etcd V2 client requests.", later="v2 API"),
+    Flag("bcrypt-cost", _positive_int, 10,
+         "Specify the cost / strength of the password hashing algorithm (4-31)."),
+    Flag("auth-token-ttl", _positive_int, 300,
+         "The lifetime in seconds of the auth token."),
 ]
 FLAGS_BY_NAME = {f.name: f for f in FLAGS}
 
@@ -154,6 +158,8 @@ class Config:
     max_txn_ops: int = 128
     log_level: str = "info"
     enable_v2: bool = False
+    bcrypt_cost: int = 10
+    auth_token_ttl: int = 300
 
 
 def usage() -> str:

@@ -174,3 +174,38 @@ def invalid_argument(message: str) -> EtcdError:
 
 class StorageCorruption(Exception):
     """On-disk state that cannot be trusted (not a torn tail): the member must not start."""
+
+
+# Auth store (fastkv/auth/store.py): etcd 3.4's rpctypes for auth.ErrXxx (v3rpc/util.go's
+# toGRPCErrorMap). ErrPermissionDenied, ErrInvalidAuthToken and ErrAuthNotEnabled are above.
+ErrRootUserNotExist = _error("ErrRootUserNotExist", GrpcCode.FAILED_PRECONDITION,
+                             "etcdserver: root user does not exist")
+ErrRootRoleNotExist = _error("ErrRootRoleNotExist", GrpcCode.FAILED_PRECONDITION,
+                             "etcdserver: root user does not have root role")
+ErrUserAlreadyExist = _error("ErrUserAlreadyExist", GrpcCode.FAILED_PRECONDITION,
+                             "etcdserver: user name already exists")
+ErrUserEmpty = _error("ErrUserEmpty", GrpcCode.INVALID_ARGUMENT, "etcdserver: user name is empty")
+ErrUserNotFound = _error("ErrUserNotFound", GrpcCode.FAILED_PRECONDITION,
+                         "etcdserver: user name not found")
+ErrRoleAlreadyExist = _error("ErrRoleAlreadyExist", GrpcCode.FAILED_PRECONDITION,
+                             "etcdserver: role name already exists")
+ErrRoleNotFound = _error("ErrRoleNotFound", GrpcCode.FAILED_PRECONDITION,
+                         "etcdserver: role name not found")
+ErrRoleEmpty = _error("ErrRoleEmpty", GrpcCode.INVALID_ARGUMENT, "etcdserver: role name is empty")
+ErrAuthFailed = _error("ErrAuthFailed", GrpcCode.INVALID_ARGUMENT,
+                       "etcdserver: authentication failed, invalid user ID or password")
+ErrRoleNotGranted = _error("ErrRoleNotGranted", GrpcCode.FAILED_PRECONDITION,
+                           "etcdserver: role is not granted to the user")
+ErrPermissionNotGranted = _error("ErrPermissionNotGranted", GrpcCode.FAILED_PRECONDITION,
+                                 "etcdserver: permission is not granted to the role")
+ErrInvalidAuthMgmt = _error("ErrInvalidAuthMgmt", GrpcCode.INVALID_ARGUMENT,
+                            "etcdserver: invalid auth management")
+ErrAuthOldRevision = _error("ErrAuthOldRevision", GrpcCode.INVALID_ARGUMENT,
+                            "etcdserver: revision of auth store is old")
+# etcd 3.4 has no rpctypes entry for auth.ErrNoPasswordUser: togRPCError passes it on as
+# codes.Unknown with the auth package's own text.
+ErrNoPasswordUser = _error("ErrNoPasswordUser", GrpcCode.UNKNOWN,
+                           "auth: authentication failed, password was given for no password user")
+# etcd 3.5's answer to a grant without a permission (3.4's apply dereferenced nil and panicked).
+ErrPermissionNotGiven = _error("ErrPermissionNotGiven", GrpcCode.INVALID_ARGUMENT,
+                               "etcdserver: permission not given")

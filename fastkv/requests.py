@@ -20,8 +20,14 @@ LEASE_GRANT = "lease_grant"
 LEASE_REVOKE = "lease_revoke"
 MEMBER_ATTR = "member_attr"   # a member publishes its name and client URLs (etcd's publish)
 ALARM = "alarm"               # raise or clear an alarm (AlarmRequest ACTIVATE/DEACTIVATE)
+AUTH = "auth"                 # {"op": an AuthStore change, "req": its request dict}
 KINDS = frozenset({PUT, DELETE_RANGE, TXN, COMPACTION, LEASE_GRANT, LEASE_REVOKE, MEMBER_ATTR,
-                   ALARM})
+                   ALARM, AUTH})
+# The AuthStore methods an AUTH entry may name (anything else is refused when applied).
+AUTH_OPS = frozenset({"auth_enable", "auth_disable", "authenticate", "user_add", "user_delete",
+                      "user_change_password", "user_grant_role", "user_revoke_role",
+                      "role_add", "role_delete", "role_grant_permission",
+                      "role_revoke_permission"})
 
 
 def encode(req_id: int, kind: str, payload: dict) -> bytes:

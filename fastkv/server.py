@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
 from fastkv.alarms import ACTION_GET, AlarmStore
 from fastkv.apply import Applier, store_state_from_snapshot
+from fastkv.auth import AuthStore, SimpleTokens, hash_password, new_salt
 from fastkv.concurrency import Recipes
 from fastkv.config import Config
 from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
@@ -107,6 +108,8 @@ class Server:
         self._existing: tuple[int, list] | None = None  # (cluster id, members) when joining
         self._join_peers: list = []                       # from the WAL, for a joiner
         self.alarms = AlarmStore()
+        self.tokens = SimpleTokens(ttl=cfg.auth_token_ttl)
+        self.auth = AuthStore(self.tokens)
         self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started
         self.recipes = Recipes(self)   # v3lock / v3election
         self.peer_last_seen: dict[int, float] = {}
@@ -201,7 +204,8 @@ class Server:
         self.wal = wal
         self.snapshot_index = raft_log.snapshot_index
         self.hub = WatchHub(self.store, self.header)
-        self.applier = Applier(self.store, self.lessor, self.hub, self.membership, self.alarms)
+        self.applier = Applier(self.store, self.lessor, self.hub, self.membership, self.alarms,
+                               self.auth)
         self.applier.applied_index = applied
         self.applier.applied_term = raft_log.snapshot_term
         import random
@@ -224,6 +228,10 @@ class Server:
         self.store = KVStore.from_snapshot_state(store_state_from_snapshot(state, blobs),
                                                  self.lessor)
         self.alarms.restore(state.get("alarms", ()))
+        if "auth" in state:
+            self.auth = AuthStore.from_state(state["auth"], self.tokens)
+            if getattr(self, "applier", None) is not None:
+                self.applier.auth = self.auth
         restored = Membership.from_snapshot_state(state.get("membership", {}))
         self.membership.members, self.membership.removed = restored.members, restored.removed
 
@@ -1118,6 +1126,72 @@ class Server:
             piece = data[pos:pos + chunk_bytes]
             yield {"remaining_bytes": total - pos - len(piece), "blob": piece}
         yield {"blob": hashlib.sha256(data).digest()}
+
+    # ---- auth (enforcement: the security work) ------------------------------------------
+
+    async def _auth_change(self, op: str, req: dict) -> dict:
+        resp = await self._propose(requests.AUTH, {"op": op, "req": req})
+        resp = dict(resp)
+        resp["header"] = self.header()
+        return resp
+
+    async def _auth_read(self, op: str, req: dict) -> dict:
+        await self._linearizable()
+        resp = dict(getattr(self.auth, op)(req))
+        resp["header"] = self.header()
+        return resp
+
+    async def _hashed(self, req: dict, *keep: str) -> dict:
+        """The request with its password replaced by a salted hash (made here, before
+        proposing, so applying stays deterministic and the log holds no password)."""
+        out = {k: req[k] for k in keep if k in req}
+        if not (req.get("options") or {}).get("no_password"):
+            out["hashedPassword"] = await asyncio.to_thread(
+                hash_password, req.get("password", ""), new_salt(), self.cfg.bcrypt_cost)
+        return out
+
+    async def auth_enable(self, req: dict | None = None) -> dict:
+        return await self._auth_change("auth_enable", {})
+
+    async def auth_disable(self, req: dict | None = None) -> dict:
+        return await self._auth_change("auth_disable", {})
+
+    async def authenticate(self, req: dict) -> dict:
+        """Check the password here, then propose the token's prefix: every member
+        registers `<prefix>.<entry index>` for the user when it applies the entry."""
+        name = req.get("name", "")
+        await self._linearizable()
+        await asyncio.to_thread(self.auth.check_password, name, req.get("password", ""))
+        return await self._auth_change("authenticate", {
+            "name": name, "simple_token": self.tokens.gen_prefix()})
+
+    async def user_add(self, req: dict) -> dict:
+        return await self._auth_change("user_add", await self._hashed(req, "name", "options"))
+
+    async def user_change_password(self, req: dict) -> dict:
+        return await self._auth_change("user_change_password", await self._hashed(req, "name"))
+
+    def _auth_op(op: str, change: bool):   # noqa: N805 (a factory used in the class body)
+        async def call(self, req: dict | None = None) -> dict:
+            req = req or {}
+            if change:
+                return await self._auth_change(op, req)
+            return await self._auth_read(op, req)
+        call.__name__ = op
+        return call
+
+    user_delete = _auth_op("user_delete", True)
+    user_grant_role = _auth_op("user_grant_role", True)
+    user_revoke_role = _auth_op("user_revoke_role", True)
+    role_add = _auth_op("role_add", True)
+    role_delete = _auth_op("role_delete", True)
+    role_grant_permission = _auth_op("role_grant_permission", True)
+    role_revoke_permission = _auth_op("role_revoke_permission", True)
+    user_get = _auth_op("user_get", False)
+    user_list = _auth_op("user_list", False)
+    role_get = _auth_op("role_get", False)
+    role_list = _auth_op("role_list", False)
+    del _auth_op
 
     def db_size(self) -> int:
         """Bytes of state on disk: the newest snapshot plus the WAL written since."""

@@ -190,6 +190,30 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
             await _abort(context, err)
 
 
+def _auth_rpc(method: str, resp_cls):
+    return _unary(lambda s: getattr(s, method), cv.to_dict, _generic(resp_cls))
+
+
+class AuthService(_Base, pb_grpc.AuthServicer):
+    AuthEnable = _auth_rpc("auth_enable", pb.AuthEnableResponse)
+    AuthDisable = _auth_rpc("auth_disable", pb.AuthDisableResponse)
+    Authenticate = _auth_rpc("authenticate", pb.AuthenticateResponse)
+    UserAdd = _auth_rpc("user_add", pb.AuthUserAddResponse)
+    UserGet = _auth_rpc("user_get", pb.AuthUserGetResponse)
+    UserList = _auth_rpc("user_list", pb.AuthUserListResponse)
+    UserDelete = _auth_rpc("user_delete", pb.AuthUserDeleteResponse)
+    UserChangePassword = _auth_rpc("user_change_password", pb.AuthUserChangePasswordResponse)
+    UserGrantRole = _auth_rpc("user_grant_role", pb.AuthUserGrantRoleResponse)
+    UserRevokeRole = _auth_rpc("user_revoke_role", pb.AuthUserRevokeRoleResponse)
+    RoleAdd = _auth_rpc("role_add", pb.AuthRoleAddResponse)
+    RoleGet = _auth_rpc("role_get", pb.AuthRoleGetResponse)
+    RoleList = _auth_rpc("role_list", pb.AuthRoleListResponse)
+    RoleDelete = _auth_rpc("role_delete", pb.AuthRoleDeleteResponse)
+    RoleGrantPermission = _auth_rpc("role_grant_permission", pb.AuthRoleGrantPermissionResponse)
+    RoleRevokePermission = _auth_rpc("role_revoke_permission",
+                                     pb.AuthRoleRevokePermissionResponse)
+
+
 class LockService(_Base, lpb_grpc.LockServicer):
     Lock = _unary(lambda s: lambda r: s.recipes.lock(r.name, r.lease), lambda r: r,
                   _generic(lpb.LockResponse))
@@ -228,6 +252,7 @@ SERVICES = [
     (WatchService, pb_grpc.add_WatchServicer_to_server),
     (ClusterService, pb_grpc.add_ClusterServicer_to_server),
     (MaintenanceService, pb_grpc.add_MaintenanceServicer_to_server),
+    (AuthService, pb_grpc.add_AuthServicer_to_server),
     (LockService, lpb_grpc.add_LockServicer_to_server),
     (ElectionService, epb_grpc.add_ElectionServicer_to_server),
 ]

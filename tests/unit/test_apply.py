@@ -51,3 +51,54 @@ def test_member_attributes_are_applied_to_the_membership():
                                                     "clientURLs": ["http://c"]}))
     m = ap.membership.get(5)
     assert m.name == "n" and m.client_urls == ["http://c"] and m.started
+
+
+def test_alarms_cap_writes_and_travel_in_snapshots():
+    from fastkv.alarms import ACTION_ACTIVATE, ACTION_DEACTIVATE, ALARM_CORRUPT, ALARM_NOSPACE
+    from fastkv.errors import ErrCorrupt, ErrNoSpace
+    ap, store, _lessor = make()
+    ap.apply(entry(2, 1, 1, requests.PUT, {"key": b"a", "value": b"1"}))
+    _id, res = ap.apply(entry(2, 2, 2, requests.ALARM, {"action": ACTION_ACTIVATE,
+                                                        "memberID": 9, "alarm": ALARM_NOSPACE}))
+    assert res == {"alarms": [{"memberID": 9, "alarm": ALARM_NOSPACE}]}
+    rev = store.rev
+    for i, (kind, payload) in enumerate([
+            (requests.PUT, {"key": b"b", "value": b"2"}),
+            (requests.LEASE_GRANT, {"ID": 5, "TTL": 10}),
+            (requests.TXN, {"success": [{"request_txn": {"failure": [
+                {"request_put": {"key": b"c"}}]}}]})]):
+        _id, res = ap.apply(entry(2, 3 + i, 3 + i, kind, payload))
+        assert isinstance(res, ErrNoSpace), kind
+    assert store.rev == rev
+    # deletes and read-only txns still go through while the space is short
+    _id, res = ap.apply(entry(2, 6, 6, requests.DELETE_RANGE, {"key": b"a"}))
+    assert res["deleted"] == 1
+    state, blobs = ap.snapshot_state()
+    assert state["alarms"] == [(ALARM_NOSPACE, 9)]
+    _id, res = ap.apply(entry(2, 7, 7, requests.ALARM, {"action": ACTION_DEACTIVATE,
+                                                        "memberID": 9, "alarm": ALARM_NOSPACE}))
+    assert res == {"alarms": [{"memberID": 9, "alarm": ALARM_NOSPACE}]}
+    _id, res = ap.apply(entry(2, 8, 8, requests.PUT, {"key": b"b", "value": b"2"}))
+    assert not isinstance(res, Exception)
+    ap.apply(entry(2, 9, 9, requests.ALARM, {"action": ACTION_ACTIVATE, "memberID": 9,
+                                             "alarm": ALARM_CORRUPT}))
+    _id, res = ap.apply(entry(2, 10, 10, requests.DELETE_RANGE, {"key": b"b"}))
+    assert isinstance(res, ErrCorrupt)
+
+
+def test_auth_entries_change_the_auth_store_and_unknown_ops_are_refused():
+    import pytest
+    from fastkv.auth import hash_password
+    ap, _store, _lessor = make()
+    ap.apply(entry(2, 1, 1, requests.AUTH, {"op": "user_add", "req": {
+        "name": "root", "hashedPassword": hash_password("pw", b"salt", 4)}}))
+    ap.apply(entry(2, 2, 2, requests.AUTH, {"op": "role_add", "req": {"name": "root"}}))
+    ap.apply(entry(2, 3, 3, requests.AUTH, {"op": "user_grant_role",
+                                            "req": {"user": "root", "role": "root"}}))
+    ap.apply(entry(2, 4, 4, requests.AUTH, {"op": "auth_enable", "req": {}}))
+    _id, res = ap.apply(entry(2, 5, 5, requests.AUTH, {
+        "op": "authenticate", "req": {"name": "root", "simple_token": "abcdefghijklmnop"}}))
+    assert res == {"token": "abcdefghijklmnop.5"}
+    assert ap.auth.enabled and ap.snapshot_state()[0]["auth"] == ap.auth.to_state()
+    with pytest.raises(ValueError):
+        ap.apply(entry(2, 6, 6, requests.AUTH, {"op": "to_state", "req": {}}))
