@@ -62,6 +62,12 @@ def _cluster_state(text: str) -> str:
     return text
 
 
+def _grpc_transport(text: str) -> str:
+    if text not in ("native", "grpcio"):
+        raise ValueError(text)
+    return text
+
+
 def _log_level(text: str) -> str:
     if text not in ("debug", "info", "warn", "error", "panic", "fatal"):
         raise ValueError(text)
@@ -122,6 +128,9 @@ FLAGS = [
     Flag("log-level", _log_level, "info",
          "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
     Flag("enable-v2", _bool, False, "Accept etcd V2 client requests.", later="v2 API"),
+    Flag("grpc-transport", _grpc_transport, "native",
+         "fastkv: how gRPC is served on the client port: 'native' (HTTP/2 in the event "
+         "loop) or 'grpcio' (grpc.aio behind a relay)."),
     Flag("bcrypt-cost", _positive_int, 10,
          "Specify the cost / strength of the password hashing algorithm (4-31)."),
     Flag("auth-token-ttl", _positive_int, 300,
@@ -158,6 +167,7 @@ class Config:
     max_txn_ops: int = 128
     log_level: str = "info"
     enable_v2: bool = False
+    grpc_transport: str = "native"
     bcrypt_cost: int = 10
     auth_token_ttl: int = 300
 

@@ -110,7 +110,8 @@ class Server:
         self.alarms = AlarmStore()
         self.tokens = SimpleTokens(ttl=cfg.auth_token_ttl)
         self.auth = AuthStore(self.tokens)
-        self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started
+        self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started (grpcio transport)
+        self.grpc_methods = None   # the native transport's method table
         self.recipes = Recipes(self)   # v3lock / v3election
         self.peer_last_seen: dict[int, float] = {}
         self.start_time = time.time()
@@ -316,10 +317,13 @@ class Server:
             self.node.kick()
         await self._publish()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
-        from fastkv.api.grpc_api import GrpcFrontend
+        from fastkv.api.grpc_api import GrpcFrontend, native_methods
         from fastkv.api.http import start_http_server
-        self.grpc = GrpcFrontend(self)
-        await self.grpc.start()
+        if self.cfg.grpc_transport == "native":
+            self.grpc_methods = native_methods(self)
+        else:
+            self.grpc = GrpcFrontend(self)
+            await self.grpc.start()
         for url in self.cfg.listen_client_urls:
             parts = urlsplit(url)
             if parts.scheme != "http":

@@ -207,3 +207,87 @@ class Cluster:
                 m.cleanup()
             except Exception:
                 pass
+
+
+# ---- Client libraries driven from a child interpreter ---------------------------------------
+#
+# Python etcd clients (etcd3, aetcd) ship their own generated etcd protobuf modules. They
+# register the same names (etcdserverpb.*, mvccpb.*) in protobuf's default descriptor pool
+# as fastkv.proto and as each other, so whichever is imported second in a process fails.
+# Their tests therefore run each scenario in a child: `python SCRIPT SCENARIO SERVER_JSON`.
+
+class Scenarios(dict):
+    """Scenario name -> function; calling it on a function (as a decorator) registers it."""
+
+    def __call__(self, fn):
+        self[fn.__name__] = fn
+        return fn
+
+
+def serve(kind: str):
+    """For a fixture: yield a fresh single member, "fastkv" or "etcd"; clean it up after."""
+    srv = (FastkvProcess if kind == "fastkv" else EtcdProcess)().start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+def run_scenario_child(script: str, scenario: str, srv: ServerProcess, env=None,
+                       timeout: float = 60.0) -> None:
+    """Run one scenario of `script` against `srv` in a child interpreter; an AssertionError
+    with the child's output unless it exits 0."""
+    import json
+    info = {"kind": srv.name, "url": srv.url, "peer_url": srv.peer_url, "name": srv.member_name}
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    try:
+        p = subprocess.run([sys.executable, script, scenario, json.dumps(info)], env=child_env,
+                           cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"") + (exc.stderr or b"")
+        raise AssertionError(f"{scenario} against {srv.name}: no result in {timeout:.0f}s\n"
+                             f"{out.decode(errors='replace')}") from None
+    if p.returncode != 0:
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        raise AssertionError(f"{scenario} against {srv.name} (exit {p.returncode}):\n{out}")
+
+
+def scenario_child_main(scenarios: Scenarios, run) -> None:
+    """The child's side: `run(fn, info)` the scenario named by argv[1] (info: argv[2] as a
+    namespace with host and port added). On failure print the traceback and the locals of the
+    innermost frame in the script, exit 1; else exit 0 (os._exit: client threads never hold us up)."""
+    import json
+    import traceback
+    import types
+    import urllib.parse
+    info = types.SimpleNamespace(**json.loads(sys.argv[2]))
+    u = urllib.parse.urlsplit(info.url)
+    info.host, info.port = u.hostname, u.port
+    code = 0
+    try:
+        run(scenarios[sys.argv[1]], info)
+    except BaseException as exc:   # noqa: BLE001 - everything is reported to the parent
+        code = 1
+        text = "".join(traceback.format_exception(exc))
+        frame, tb = None, exc.__traceback__
+        script = os.path.abspath(sys.argv[0])
+        while tb is not None:
+            if os.path.abspath(tb.tb_frame.f_code.co_filename) == script:
+                frame = tb.tb_frame
+            tb = tb.tb_next
+        if frame is not None:
+            text += f"\nlocals of {frame.f_code.co_name}:\n" + "".join(
+                f"  {k} = {_short_repr(v)}\n" for k, v in frame.f_locals.items())
+        sys.stderr.write(text)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _short_repr(value, limit: int = 400) -> str:
+    try:
+        r = repr(value)
+    except Exception as exc:   # noqa: BLE001
+        r = f"<repr failed: {exc!r}>"
+    return r if len(r) <= limit else r[:limit] + "..."

@@ -246,16 +246,26 @@ class ElectionService(_Base, epb_grpc.ElectionServicer):
             await _abort(context, err)
 
 
+_EPB = epb.DESCRIPTOR.services_by_name
+_LPB = lpb.DESCRIPTOR.services_by_name
+_PB = pb.DESCRIPTOR.services_by_name
+# (servicer class, grpc.aio registration, service descriptor)
 SERVICES = [
-    (KVService, pb_grpc.add_KVServicer_to_server),
-    (LeaseService, pb_grpc.add_LeaseServicer_to_server),
-    (WatchService, pb_grpc.add_WatchServicer_to_server),
-    (ClusterService, pb_grpc.add_ClusterServicer_to_server),
-    (MaintenanceService, pb_grpc.add_MaintenanceServicer_to_server),
-    (AuthService, pb_grpc.add_AuthServicer_to_server),
-    (LockService, lpb_grpc.add_LockServicer_to_server),
-    (ElectionService, epb_grpc.add_ElectionServicer_to_server),
+    (KVService, pb_grpc.add_KVServicer_to_server, _PB["KV"]),
+    (LeaseService, pb_grpc.add_LeaseServicer_to_server, _PB["Lease"]),
+    (WatchService, pb_grpc.add_WatchServicer_to_server, _PB["Watch"]),
+    (ClusterService, pb_grpc.add_ClusterServicer_to_server, _PB["Cluster"]),
+    (MaintenanceService, pb_grpc.add_MaintenanceServicer_to_server, _PB["Maintenance"]),
+    (AuthService, pb_grpc.add_AuthServicer_to_server, _PB["Auth"]),
+    (LockService, lpb_grpc.add_LockServicer_to_server, _LPB["Lock"]),
+    (ElectionService, epb_grpc.add_ElectionServicer_to_server, _EPB["Election"]),
 ]
+
+
+def native_methods(server) -> dict:
+    """The method table of the in-loop HTTP/2 transport (fastkv/api/grpc_h2.py)."""
+    from fastkv.api.grpc_h2 import method_table
+    return method_table([(cls(server), desc) for cls, _add, desc in SERVICES])
 
 
 class GrpcFrontend:
@@ -283,7 +293,7 @@ class GrpcFrontend:
 
     async def start(self) -> None:
         srv = grpc.aio.server(options=self._options())
-        for cls, add in SERVICES:
+        for cls, add, _desc in SERVICES:
             add(cls(self.server), srv)
         srv.add_insecure_port("unix-abstract:" + self.address)
         await srv.start()

@@ -264,6 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         self.read_pauses: set = set()
         self.sniffing = True   # until the first bytes tell HTTP/1.1 from gRPC's HTTP/2
         self.sniffed = b""
+        self.h2 = None         # a GrpcConnection once this connection turned out to be gRPC
         limit = server.cfg.max_request_bytes + gw.GRPC_OVERHEAD_BYTES
         self.grpc_limit = limit
         # The largest unary body buffered: any message under the gRPC limit fits
@@ -275,6 +276,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport
 
     def connection_lost(self, exc):
+        if self.h2 is not None:
+            self.h2.connection_lost()
         self.closed = True
         if not self.closed_future.done():
             self.closed_future.set_result(None)
@@ -288,6 +291,9 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.clear()
 
     def data_received(self, data):
+        if self.h2 is not None:
+            self.h2.data_received(data)
+            return
         if self.sniffing:
             data = self._sniff(data)
             if not data:
@@ -313,6 +319,13 @@ class HttpProtocol(asyncio.Protocol):
             return b""
         self.sniffing = False
         self.sniffed = b""
+        methods = getattr(self.server, "grpc_methods", None)
+        if methods is not None:
+            from fastkv.api.grpc_h2 import GrpcConnection
+            self.h2 = GrpcConnection(self, methods, self.grpc_limit)
+            if len(buf) > len(HTTP2_PREFACE):
+                self.h2.data_received(buf[len(HTTP2_PREFACE):])
+            return b""
         frontend = getattr(self.server, "grpc", None)
         if frontend is not None and frontend.adopt(self.transport, buf):
             self.closed = True
@@ -320,12 +333,16 @@ class HttpProtocol(asyncio.Protocol):
         return buf
 
     def pause_writing(self):
+        if self.h2 is not None:
+            self.h2.pause_writing()
         self.write_paused = True
         self.pause_reading("write")
 
     def resume_writing(self):
         self.write_paused = False
         self.resume_reading("write")
+        if self.h2 is not None:
+            self.h2.resume_writing()
         waiters, self.drain_waiters = self.drain_waiters, []
         for w in waiters:
             if not w.done():

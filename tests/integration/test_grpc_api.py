@@ -2,7 +2,9 @@
 
 The same port answers HTTP/1.1 (curl, the JSON gateway) and gRPC (etcdctl, clientv3);
 errors carry etcd's status codes and messages; streams (watch, keepalive, snapshot)
-behave like etcd's. etcdctl and the public Python clients are driven in tests/compat.
+behave like etcd's. Every test runs against both gRPC transports (--grpc-transport):
+the in-loop HTTP/2 one and grpc.aio, the reference it must agree with. etcdctl and
+the public Python clients are driven in tests/compat.
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ from servers import Cluster, FastkvProcess
 FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 
 
-@pytest.fixture(scope="module")
-def member():
-    srv = FastkvProcess().start()
+TRANSPORTS = ["native", "grpcio"]
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def member(request):
+    srv = FastkvProcess(extra_args=["--grpc-transport", request.param]).start()
     try:
         yield srv
     finally:
@@ -256,8 +261,9 @@ def test_cluster_member_list(member, channel):
     assert len(ms) == 1 and ms[0].clientURLs == [member.url]
 
 
-def test_require_leader_fails_without_a_leader_and_ends_watches():
-    c = Cluster(FastkvProcess, 3, extra_args=FAST).start()
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_require_leader_fails_without_a_leader_and_ends_watches(transport):
+    c = Cluster(FastkvProcess, 3, extra_args=FAST + ["--grpc-transport", transport]).start()
     ch = None
     try:
         survivor = c.members[0]
@@ -373,7 +379,7 @@ def test_every_rpc_of_every_service_is_implemented():
     from fastkv.proto.v3electionpb import v3election_pb2
     from fastkv.proto.v3lockpb import v3lock_pb2
     ours = {cls.__mro__[2].__name__.removesuffix("Servicer"): cls
-            for cls, _add in grpc_api.SERVICES}
+            for cls, _add, _desc in grpc_api.SERVICES}
     for module in (pb, v3lock_pb2, v3election_pb2):
         for name, service in module.DESCRIPTOR.services_by_name.items():
             cls = ours[name]
