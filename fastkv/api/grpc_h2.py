@@ -135,6 +135,13 @@ class HpackDecoder:
         return (decode_huffman(s) if huff else s), end
 
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The header list of one block; ValueError if the block is malformed."""
+        try:
+            return self._decode(data)
+        except IndexError:
+            raise ValueError("hpack: truncated header block") from None
+
+    def _decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         out = []
         pos, n = 0, len(data)
         while pos < n:
@@ -610,7 +617,7 @@ class GrpcConnection:
     def _on_header_block(self, sid: int, end_stream: bool, block: bytes) -> None:
         try:
             headers = self.decoder.decode(block)   # always: it keeps the table in step
-        except (ValueError, IndexError) as e:
+        except Exception as e:   # ValueError, or the Huffman decoder's own errors
             raise _ConnectionError(COMPRESSION_ERROR, str(e)) from None
         st = self.streams.get(sid)
         if st is not None:                  # trailers from the client end its side
