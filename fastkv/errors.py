@@ -91,7 +91,9 @@ ErrDuplicateKey = _error("ErrDuplicateKey", C.INVALID_ARGUMENT,
                          "etcdserver: duplicate key given in txn request")
 ErrRequestTooLarge = _error("ErrRequestTooLarge", C.INVALID_ARGUMENT,
                             "etcdserver: request is too large")
-ErrTooManyRequests = _error("ErrTooManyRequests", C.RESOURCE_EXHAUSTED,
+# etcd 3.4 maps this one (and ErrMemberNotEnoughStarted) to its client-side error
+# type, which carries no gRPC status: clients see code Unknown with the message.
+ErrTooManyRequests = _error("ErrTooManyRequests", C.UNKNOWN,
                             "etcdserver: too many requests")
 # MVCC
 ErrCompacted = _error("ErrCompacted", C.OUT_OF_RANGE,
@@ -122,7 +124,7 @@ ErrLeaderTransferNotLeader = ErrNotLeader
 ErrMemberExist = _error("ErrMemberExist", C.FAILED_PRECONDITION, "etcdserver: member ID already exist")
 ErrPeerURLExist = _error("ErrPeerURLExist", C.FAILED_PRECONDITION,
                          "etcdserver: Peer URLs already exists")
-ErrMemberNotEnoughStarted = _error("ErrMemberNotEnoughStarted", C.FAILED_PRECONDITION,
+ErrMemberNotEnoughStarted = _error("ErrMemberNotEnoughStarted", C.UNKNOWN,
                                    "etcdserver: re-configuration failed due to not enough "
                                    "started members")
 ErrMemberBadURLs = _error("ErrMemberBadURLs", C.INVALID_ARGUMENT,

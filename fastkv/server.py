@@ -501,6 +501,11 @@ class Server:
             except asyncio.TimeoutError:
                 pass
 
+    @property
+    def is_learner(self) -> bool:
+        me = self.membership.get(self.member_id)
+        return me is not None and me.is_learner
+
     def _leader_member(self) -> int:
         lead = self.core.lead
         if lead == 0:
@@ -1100,8 +1105,7 @@ class Server:
                 "action": action, "memberID": int(req.get("memberID", 0)), "alarm": alarm})
         else:
             raise EtcdError(f"etcdserver: unknown alarm action {action}", 3)
-        resp["header"] = self.header()
-        return resp
+        return resp   # no header: etcd's applier leaves AlarmResponse.header unset
 
     async def defragment(self, req: dict | None = None) -> dict:
         """Nothing on disk to defragment: state lives in memory, snapshots and the WAL

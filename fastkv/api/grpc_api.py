@@ -24,7 +24,7 @@ import grpc
 
 from fastkv.api import grpc_convert as cv
 from fastkv.api._relay import relay
-from fastkv.errors import EtcdError, ErrNoLeader, GrpcCode
+from fastkv.errors import EtcdError, ErrNoLeader, ErrNotSupportedForLearner, GrpcCode
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 from fastkv.proto.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from fastkv.proto.v3electionpb import v3election_pb2 as epb
@@ -53,12 +53,27 @@ def _requires_leader(context) -> bool:
     return False
 
 
+def _learner_may(request) -> bool:
+    """etcd's isRPCSupportedForLearner: a learner serves Status and serializable Range."""
+    if isinstance(request, pb.StatusRequest):
+        return True
+    return isinstance(request, pb.RangeRequest) and request.serializable
+
+
+async def _admit(server, request, context) -> None:
+    """etcd's interceptors: a learner refuses what it cannot serve, and a call with
+    the `hasleader` metadata fails while the member knows no leader."""
+    if server.is_learner and (request is None or not _learner_may(request)):
+        await _abort(context, ErrNotSupportedForLearner())
+    if _requires_leader(context) and server.core.lead == 0:
+        await _abort(context, ErrNoLeader())
+
+
 def _unary(method, to_req, to_resp):
     """An RPC that calls `method(server)(dict)` and converts both ways."""
     async def handler(self, request, context):
         server = self.server
-        if _requires_leader(context) and server.core.lead == 0:
-            await _abort(context, ErrNoLeader())
+        await _admit(server, request, context)
         try:
             resp = await method(server)(to_req(request))
         except EtcdError as err:
@@ -93,8 +108,7 @@ class LeaseService(_Base, pb_grpc.LeaseServicer):
 
     async def LeaseKeepAlive(self, request_iterator, context):
         server = self.server
-        if _requires_leader(context) and server.core.lead == 0:
-            await _abort(context, ErrNoLeader())
+        await _admit(server, None, context)
         try:
             async for req in request_iterator:
                 resp = await server.lease_keepalive({"ID": req.ID})
@@ -107,8 +121,7 @@ class WatchService(_Base, pb_grpc.WatchServicer):
     async def Watch(self, request_iterator, context):
         server = self.server
         require_leader = _requires_leader(context)
-        if require_leader and server.core.lead == 0:
-            await _abort(context, ErrNoLeader())
+        await _admit(server, None, context)
         stream = server.watch_stream()
         loop = asyncio.get_running_loop()
         failure = loop.create_future()   # an error that ends the stream
@@ -183,6 +196,7 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
 
     async def Snapshot(self, request, context):
         server = self.server
+        await _admit(server, None, context)
         try:
             async for chunk in server.snapshot_stream():
                 await context.write(cv.from_dict(pb.SnapshotResponse, chunk))
@@ -237,8 +251,7 @@ class ElectionService(_Base, epb_grpc.ElectionServicer):
 
     async def Observe(self, request, context):
         server = self.server
-        if _requires_leader(context) and server.core.lead == 0:
-            await _abort(context, ErrNoLeader())
+        await _admit(server, None, context)
         try:
             async for resp in server.recipes.observe(request.name):
                 await context.write(cv.from_dict(epb.LeaderResponse, resp))
