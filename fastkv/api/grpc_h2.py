@@ -132,7 +132,15 @@ class HpackDecoder:
         if end > len(data):
             raise ValueError("hpack: string past the end of the block")
         s = data[pos:end]
-        return (decode_huffman(s) if huff else s), end
+        if not huff:
+            return s, end
+        cache = _HUFFMAN_CACHE
+        out = cache.get(s)
+        if out is None:     # clients repeat the same strings: decode each once
+            if len(cache) >= 4096:
+                cache.clear()
+            out = cache[s] = decode_huffman(s)
+        return out, end
 
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         """The header list of one block; ValueError if the block is malformed."""
@@ -172,6 +180,8 @@ class HpackDecoder:
                 out.append((name, value))
         return out
 
+
+_HUFFMAN_CACHE: dict[bytes, bytes] = {}
 
 RESPONSE_HEADERS = b"\x88" + b"\x0f\x10" + _hpack_int(16, 7) + b"application/grpc"
 OK_TRAILERS = _literal(b"grpc-status", b"0")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import re
 
 import orjson
@@ -107,7 +108,7 @@ def message_too_large(size: int, limit: int) -> EtcdError:
 # Request schemas (rpc.proto): regular fields in Go struct order, then oneofs.
 # A field is (proto name, json name or None, kind, sub, field number).
 # ---------------------------------------------------------------------------
-BYTES, INT64, BOOL, ENUM, MSG, RMSG, RENUM, UINT64, RSTRING = range(9)
+BYTES, INT64, BOOL, ENUM, MSG, RMSG, RENUM, UINT64, RSTRING, STRING = range(10)
 _U64_MAX = (1 << 64) - 1
 
 
@@ -186,6 +187,47 @@ WATCH_REQ = Schema("WatchRequest", [], [
     ("create_request", "createRequest", MSG, WATCH_CREATE_REQ, 1),
     ("cancel_request", "cancelRequest", MSG, WATCH_CANCEL_REQ, 2),
     ("progress_request", "progressRequest", MSG, EMPTY_REQ, 3)])
+# Maintenance (rpc.proto)
+ALARM_ACTION = _enum("etcdserverpb.AlarmRequest_AlarmAction", "GET", "ACTIVATE", "DEACTIVATE")
+ALARM_TYPE = _enum("etcdserverpb.AlarmType", "NONE", "NOSPACE", "CORRUPT")
+ALARM_REQ = Schema("AlarmRequest", [
+    ("action", None, ENUM, ALARM_ACTION, 1), ("memberID", None, UINT64, None, 2),
+    ("alarm", None, ENUM, ALARM_TYPE, 3)])
+# Auth (rpc.proto, auth.proto). Requests of the same shape share a schema.
+PERM_TYPE = _enum("authpb.Permission_Type", "READ", "WRITE", "READWRITE")
+AUTH_NAME_REQ = Schema("AuthUserGetRequest", [("name", None, STRING, None, 1)])
+AUTH_ROLE_REQ = Schema("AuthRoleGetRequest", [("role", None, STRING, None, 1)])
+AUTH_PASSWORD_REQ = Schema("AuthenticateRequest", [
+    ("name", None, STRING, None, 1), ("password", None, STRING, None, 2)])
+AUTH_USER_ADD_REQ = Schema("AuthUserAddRequest", [
+    ("name", None, STRING, None, 1), ("password", None, STRING, None, 2),
+    ("options", None, MSG, Schema("UserAddOptions", [
+        ("no_password", "noPassword", BOOL, None, 1)]), 3)])
+AUTH_USER_GRANT_REQ = Schema("AuthUserGrantRoleRequest", [
+    ("user", None, STRING, None, 1), ("role", None, STRING, None, 2)])
+AUTH_USER_REVOKE_REQ = Schema("AuthUserRevokeRoleRequest", [
+    ("name", None, STRING, None, 1), ("role", None, STRING, None, 2)])
+AUTH_ROLE_GRANT_REQ = Schema("AuthRoleGrantPermissionRequest", [
+    ("name", None, STRING, None, 1),
+    ("perm", None, MSG, Schema("Permission", [
+        ("permType", None, ENUM, PERM_TYPE, 1), ("key", None, BYTES, None, 2),
+        ("range_end", "rangeEnd", BYTES, None, 3)]), 2)])
+AUTH_ROLE_REVOKE_REQ = Schema("AuthRoleRevokePermissionRequest", [
+    ("role", None, STRING, None, 1), ("key", None, BYTES, None, 2),
+    ("range_end", "rangeEnd", BYTES, None, 3)])
+# v3lock.proto, v3election.proto
+LOCK_REQ = Schema("LockRequest", [("name", None, BYTES, None, 1), ("lease", None, INT64, None, 2)])
+UNLOCK_REQ = Schema("UnlockRequest", [("key", None, BYTES, None, 1)])
+CAMPAIGN_REQ = Schema("CampaignRequest", [
+    ("name", None, BYTES, None, 1), ("lease", None, INT64, None, 2),
+    ("value", None, BYTES, None, 3)])
+LEADER_KEY = Schema("LeaderKey", [
+    ("name", None, BYTES, None, 1), ("key", None, BYTES, None, 2), ("rev", None, INT64, None, 3),
+    ("lease", None, INT64, None, 4)])
+PROCLAIM_REQ = Schema("ProclaimRequest", [
+    ("leader", None, MSG, LEADER_KEY, 1), ("value", None, BYTES, None, 2)])
+RESIGN_REQ = Schema("ResignRequest", [("leader", None, MSG, LEADER_KEY, 1)])
+LEADER_REQ = Schema("LeaderRequest", [("name", None, BYTES, None, 1)])
 
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _INT_RE = re.compile(r"-?[0-9]+\Z")
@@ -234,6 +276,10 @@ def _fast_value(f, v):
         if type(v) is not list or any(type(e) is not str for e in v):
             raise _Slow
         return list(v)
+    if kind == STRING:
+        if type(v) is not str:
+            raise _Slow
+        return v
     if kind == ENUM:
         t = type(v)
         if t is str:
@@ -338,6 +384,10 @@ def _slow_value(f, data: bytes, node):
         if k == "n":
             return _slow_int(node[3], "uint64", 0, _U64_MAX)
         raise _type_error(node, "uint64")
+    if kind == STRING:
+        if k != "s":
+            raise _type_error(node, "string")
+        return node[3]
     if kind == RSTRING:
         if k != "a":
             raise _type_error(node, "[]json.RawMessage")
@@ -434,6 +484,10 @@ def proto_size(schema: Schema, req: dict) -> int:
             if kind == BYTES:
                 if v or always:
                     total += tag + _varint_size(len(v)) + len(v)
+            elif kind == STRING:
+                if v or always:
+                    n = len(v.encode("utf-8", "surrogatepass"))
+                    total += tag + _varint_size(n) + n
             elif kind == RSTRING:
                 for e in v:
                     n = len(e.encode("utf-8", "surrogatepass"))
@@ -507,7 +561,7 @@ def enc_kv(kv: dict) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-I64, BYT, BOO, STR, ENM, SUB, RSUB, RBYT, RSTR = range(9)
+I64, BYT, BOO, STR, ENM, SUB, RSUB, RBYT, RSTR, U32 = range(10)
 
 
 def _encoder(spec):
@@ -544,6 +598,9 @@ def _encoder(spec):
             elif kind == RSTR:
                 if v:
                     parts.append(f'"{name}":[' + ",".join(go_json_string(e) for e in v) + "]")
+            elif kind == U32:   # 32-bit integers are JSON numbers
+                if v:
+                    parts.append(f'"{name}":{v}')
         return "{" + ",".join(parts) + "}"
     return enc
 
@@ -603,6 +660,28 @@ enc_watch = _encoder([("header", SUB, enc_header), ("watch_id", I64, None), ("cr
                       ("canceled", BOO, None), ("compact_revision", I64, None),
                       ("cancel_reason", STR, None), ("fragment", BOO, None),
                       ("events", RSUB, enc_event)])
+enc_alarm = _encoder([("header", SUB, enc_header), ("alarms", RSUB, _encoder([
+    ("memberID", I64, None), ("alarm", ENM, {1: "NOSPACE", 2: "CORRUPT"})]))])
+enc_hash = _encoder([("header", SUB, enc_header), ("hash", U32, None)])
+enc_snapshot = _encoder([("header", SUB, enc_header), ("remaining_bytes", I64, None),
+                         ("blob", BYT, None)])
+enc_authenticate = _encoder([("header", SUB, enc_header), ("token", STR, None)])
+enc_auth_roles = _encoder([("header", SUB, enc_header), ("roles", RSTR, None)])
+enc_auth_users = _encoder([("header", SUB, enc_header), ("users", RSTR, None)])
+enc_permission = _encoder([("permType", ENM, {1: "WRITE", 2: "READWRITE"}), ("key", BYT, None),
+                           ("range_end", BYT, None)])
+enc_role_get = _encoder([("header", SUB, enc_header), ("perm", RSUB, enc_permission)])
+enc_lock = _encoder([("header", SUB, enc_header), ("key", BYT, None)])
+enc_leader_key = _encoder([("name", BYT, None), ("key", BYT, None), ("rev", I64, None),
+                           ("lease", I64, None)])
+enc_campaign = _encoder([("header", SUB, enc_header), ("leader", SUB, enc_leader_key)])
+enc_leader = _encoder([("header", SUB, enc_header), ("kv", SUB, enc_kv)])
+
+
+def enc_defragment(resp: dict) -> str:
+    """etcd 3.4's Defragment answers an empty DefragmentResponse, no header
+    (v3rpc/maintenance.go); the server's header is not printed."""
+    return "{}"
 
 
 # ---------------------------------------------------------------------------
@@ -610,7 +689,10 @@ enc_watch = _encoder([("header", SUB, enc_header), ("watch_id", I64, None), ("cr
 # a streaming handler is ``async (server, ctx) -> None`` where ctx is the HTTP
 # layer's stream context (read(), send(), respond(), wait_closed()).
 # ---------------------------------------------------------------------------
-def _unary(schema: Schema, method: str, encode):
+def _unary(schema: Schema, method, encode):
+    """A unary route: `method` names a Server method, or is ``call(server, req)``."""
+    call = method if callable(method) else None
+
     async def handler(server, body: bytes):
         try:
             req = decode_request(schema, body)
@@ -623,12 +705,41 @@ def _unary(schema: Schema, method: str, encode):
                     size = proto_size(schema, req)
                     if size > limit:
                         raise message_too_large(size, limit)
-            resp = await getattr(server, method)(req)
+            if call is None:
+                resp = await getattr(server, method)(req)
+            else:
+                resp = await call(server, req)
         except EtcdError as e:
             return rpc_error(e)
         return 200, K_OK, encode(resp).encode()
-    handler.__name__ = method
+    handler.__name__ = method if call is None else call.__name__
     return handler
+
+
+# The lock and election services run on the server's recipes (fastkv/concurrency.py).
+async def lock(server, req):
+    return await server.recipes.lock(req.get("name", b""), req.get("lease", 0))
+
+
+async def unlock(server, req):
+    return await server.recipes.unlock(req.get("key", b""))
+
+
+async def campaign(server, req):
+    return await server.recipes.campaign(req.get("name", b""), req.get("lease", 0),
+                                         req.get("value", b""))
+
+
+async def proclaim(server, req):
+    return await server.recipes.proclaim(req.get("leader"), req.get("value", b""))
+
+
+async def resign(server, req):
+    return await server.recipes.resign(req.get("leader"))
+
+
+async def leader(server, req):
+    return await server.recipes.leader(req.get("name", b""))
 
 
 class _StreamDecoder:
@@ -664,6 +775,21 @@ class _StreamDecoder:
 
 
 _MORE = object()
+# Go's http.response buffers 2048 bytes before its chunked writer.
+GO_RESPONSE_BUFFER = 2048
+
+
+async def send_result(ctx, msg: str) -> None:
+    """One stream message as grpc-gateway writes it: ``{"result": msg}`` then the
+    delimiter "\n", then a flush. Through Go's 2048-byte response buffer, a message
+    that fills the buffer leaves as a chunk of its own and the "\n" as another one;
+    a smaller one leaves with its "\n" in one chunk."""
+    data = b'{"result":' + msg.encode() + b"}"
+    if len(data) >= GO_RESPONSE_BUFFER:
+        await ctx.send(data)
+        await ctx.send(b"\n")
+    else:
+        await ctx.send(data + b"\n")
 
 
 async def _stream_request(dec: _StreamDecoder, schema: Schema):
@@ -691,7 +817,7 @@ async def watch_handler(server, ctx) -> None:
     async def pump():
         try:
             async for resp in stream.responses():
-                await ctx.send(b'{"result":' + enc_watch(resp).encode() + b"}\n")
+                await send_result(ctx, enc_watch(resp))
         except EtcdError as e:
             failed.append(e)
 
@@ -738,7 +864,37 @@ async def keepalive_handler(server, ctx) -> None:
             status, chunk = stream_error_chunk(e)
             await ctx.send(chunk, status)
             return
-        await ctx.send(b'{"result":' + enc_lease_keepalive(resp).encode() + b"}\n")
+        await send_result(ctx, enc_lease_keepalive(resp))
+
+
+def _server_stream(schema: Schema, open_stream, encode):
+    """A server-streaming route (one request, a stream of answers): the request is
+    decoded as a unary one (a decoding error is code 3, Content-Length framed), then
+    each answer is a {"result"} chunk and an error ends the stream with an {"error"}
+    chunk. Nothing is written before the first answer (etcd sends no header either)."""
+    async def handler(server, ctx) -> None:
+        try:
+            req = await _stream_request(_StreamDecoder(ctx), schema)
+        except GoJSONError as e:
+            await ctx.respond(*decode_error(str(e)))
+            return
+        try:
+            async with contextlib.aclosing(open_stream(server, req or {})) as answers:
+                async for resp in answers:
+                    await send_result(ctx, encode(resp))
+        except EtcdError as e:
+            status, chunk = stream_error_chunk(e)
+            await ctx.send(chunk, status)
+    handler.__name__ = open_stream.__name__
+    return handler
+
+
+def snapshot(server, req):
+    return server.snapshot_stream()
+
+
+def observe(server, req):
+    return server.recipes.observe(req.get("name", b""))
 
 
 _GO_TEXT_404_GW = b"Not Found\n"
@@ -788,6 +944,42 @@ GATEWAY_ROUTES = {
                                   False),
     "/v3/cluster/member/promote": (_unary(MEMBER_ID_REQ, "member_promote", enc_member_list),
                                    False),
+    "/v3/maintenance/alarm": (_unary(ALARM_REQ, "alarm", enc_alarm), False),
+    "/v3/maintenance/defragment": (_unary(EMPTY_REQ, "defragment", enc_defragment), False),
+    # etcd 3.4's rpc.proto gives HashKV the path of Hash, "/v3/maintenance/hash", and
+    # grpc-gateway serves the first pattern registered: Hash. HashKV has no JSON route
+    # (/v3/maintenance/hashkv is etcd 3.5's); gRPC serves both.
+    "/v3/maintenance/hash": (_unary(EMPTY_REQ, "hash", enc_hash), False),
+    "/v3/maintenance/snapshot": (_server_stream(EMPTY_REQ, snapshot, enc_snapshot), True),
+    "/v3/auth/enable": (_unary(EMPTY_REQ, "auth_enable", enc_header_only), False),
+    "/v3/auth/disable": (_unary(EMPTY_REQ, "auth_disable", enc_header_only), False),
+    "/v3/auth/authenticate": (_unary(AUTH_PASSWORD_REQ, "authenticate", enc_authenticate),
+                              False),
+    "/v3/auth/user/add": (_unary(AUTH_USER_ADD_REQ, "user_add", enc_header_only), False),
+    "/v3/auth/user/get": (_unary(AUTH_NAME_REQ, "user_get", enc_auth_roles), False),
+    "/v3/auth/user/list": (_unary(EMPTY_REQ, "user_list", enc_auth_users), False),
+    "/v3/auth/user/delete": (_unary(AUTH_NAME_REQ, "user_delete", enc_header_only), False),
+    "/v3/auth/user/changepw": (_unary(AUTH_PASSWORD_REQ, "user_change_password",
+                                      enc_header_only), False),
+    "/v3/auth/user/grant": (_unary(AUTH_USER_GRANT_REQ, "user_grant_role", enc_header_only),
+                            False),
+    "/v3/auth/user/revoke": (_unary(AUTH_USER_REVOKE_REQ, "user_revoke_role",
+                                    enc_header_only), False),
+    "/v3/auth/role/add": (_unary(AUTH_NAME_REQ, "role_add", enc_header_only), False),
+    "/v3/auth/role/get": (_unary(AUTH_ROLE_REQ, "role_get", enc_role_get), False),
+    "/v3/auth/role/list": (_unary(EMPTY_REQ, "role_list", enc_auth_roles), False),
+    "/v3/auth/role/delete": (_unary(AUTH_ROLE_REQ, "role_delete", enc_header_only), False),
+    "/v3/auth/role/grant": (_unary(AUTH_ROLE_GRANT_REQ, "role_grant_permission",
+                                   enc_header_only), False),
+    "/v3/auth/role/revoke": (_unary(AUTH_ROLE_REVOKE_REQ, "role_revoke_permission",
+                                    enc_header_only), False),
+    "/v3/lock/lock": (_unary(LOCK_REQ, lock, enc_lock), False),
+    "/v3/lock/unlock": (_unary(UNLOCK_REQ, unlock, enc_header_only), False),
+    "/v3/election/campaign": (_unary(CAMPAIGN_REQ, campaign, enc_campaign), False),
+    "/v3/election/proclaim": (_unary(PROCLAIM_REQ, proclaim, enc_header_only), False),
+    "/v3/election/leader": (_unary(LEADER_REQ, leader, enc_leader), False),
+    "/v3/election/observe": (_server_stream(LEADER_REQ, observe, enc_leader), True),
+    "/v3/election/resign": (_unary(RESIGN_REQ, resign, enc_header_only), False),
 }
 GET_ROUTES = {"/health": health_handler, "/version": version_handler}
 
