@@ -49,9 +49,10 @@ class Applier:
             elif kind == requests.TXN:
                 resp, events = store.txn(payload)
             elif kind == requests.COMPACTION:
-                return req_id, store.compact(payload.get("revision", 0))
+                return req_id, _at(store.compact(payload.get("revision", 0)), store.rev)
             elif kind == requests.LEASE_GRANT:
-                return req_id, self.lessor.grant(payload["ID"], payload.get("TTL", 0))
+                return req_id, _at(self.lessor.grant(payload["ID"], payload.get("TTL", 0)),
+                                   store.rev)
             elif kind == requests.LEASE_REVOKE:
                 term = payload.get("expiry_term")
                 if term is not None and term != entry.term:
@@ -78,7 +79,7 @@ class Applier:
             return req_id, err
         if events:
             self.hub.notify(store.rev, events)
-        return req_id, resp
+        return req_id, _at(resp, store.rev)
 
     def _check_alarms(self, kind: str, payload: dict) -> None:
         """etcd's capped applier (NOSPACE: nothing that adds data) and corrupt applier
@@ -108,6 +109,15 @@ class Applier:
     def snapshot_state(self) -> tuple[dict, list[bytes]]:
         state, blobs = self.snapshot_parts()
         return state, list(blobs)
+
+
+def _at(resp: dict, rev: int) -> dict:
+    """A response stamped with the revision its change produced: the client's header
+    must say this revision, not the store's revision when the answer is sent (by
+    then later entries of the same batch may have been applied)."""
+    if "header" not in resp:
+        resp["header"] = {"revision": rev}
+    return resp
 
 
 _CORRUPT_REFUSES = frozenset({requests.PUT, requests.DELETE_RANGE, requests.TXN,

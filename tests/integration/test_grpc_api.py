@@ -419,3 +419,14 @@ def test_auth_rpcs_change_the_replicated_auth_store(channel):
         auth.AuthDisable(pb.AuthDisableRequest())
     auth.RoleDelete(pb.AuthRoleDeleteRequest(role="reader"))
     assert list(auth.RoleList(pb.AuthRoleListRequest()).roles) == ["root"]
+
+
+def test_concurrent_writes_each_answer_with_their_own_revision(channel):
+    """Writes applied in one batch: every answer's header revision is the revision of
+    that write (here: the key's mod revision), so the answers are all different."""
+    kv = rpc.KVStub(channel)
+    futures = [kv.Put.future(pb.PutRequest(key=b"conc/%d" % i, value=b"x")) for i in range(40)]
+    revs = [f.result(timeout=10).header.revision for f in futures]
+    assert len(set(revs)) == len(revs)
+    got = kv.Range(pb.RangeRequest(key=b"conc/", range_end=b"conc0"))
+    assert sorted(x.mod_revision for x in got.kvs) == sorted(revs)

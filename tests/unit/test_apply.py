@@ -102,3 +102,17 @@ def test_auth_entries_change_the_auth_store_and_unknown_ops_are_refused():
     assert ap.auth.enabled and ap.snapshot_state()[0]["auth"] == ap.auth.to_state()
     with pytest.raises(ValueError):
         ap.apply(entry(2, 6, 6, requests.AUTH, {"op": "to_state", "req": {}}))
+
+
+def test_each_result_carries_the_revision_its_own_change_made():
+    """Results are delivered after the whole batch is applied: each must say its own
+    revision, not the store's revision at delivery (etcd's Mutex relies on it)."""
+    ap, store, _lessor = make()
+    results = [ap.apply(entry(2, i + 1, i + 1, requests.PUT, {"key": b"k%d" % i}))[1]
+               for i in range(3)]
+    _id, txn = ap.apply(entry(2, 4, 4, requests.TXN, {"success": [
+        {"request_put": {"key": b"t"}}]}))
+    _id, grant = ap.apply(entry(2, 5, 5, requests.LEASE_GRANT, {"ID": 9, "TTL": 10}))
+    assert [r["header"]["revision"] for r in results] == [2, 3, 4]
+    assert txn["header"]["revision"] == 5 and grant["header"]["revision"] == 5
+    assert store.rev == 5
