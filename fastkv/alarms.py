@@ -35,7 +35,7 @@ class AlarmStore:
     def apply(self, action: int, member_id: int, alarm: int) -> dict:
         """An ACTIVATE or DEACTIVATE from the log; returns {"alarms": [what changed]}."""
         changed = []
-        if action == ACTION_ACTIVATE and alarm != ALARM_NONE:
+        if action == ACTION_ACTIVATE:   # etcd 3.4 stores even NONE (and lists it)
             if (alarm, member_id) not in self.active:
                 self.active.add((alarm, member_id))
             changed.append(_member(member_id, alarm))

@@ -1077,7 +1077,7 @@ class Server:
                     raise EtcdError("etcdserver: request timed out, leader transfer took too long",
                                     14)
                 await asyncio.sleep(self.cfg.heartbeat_interval / 1000.0)
-        return {"header": self.header()}
+        return {}   # etcd 3.4's MoveLeaderResponse carries no header
 
     # ---- watch, maintenance -----------------------------------------------------------
 
@@ -1109,8 +1109,8 @@ class Server:
 
     async def defragment(self, req: dict | None = None) -> dict:
         """Nothing on disk to defragment: state lives in memory, snapshots and the WAL
-        are rewritten whole. etcd's answer: a header."""
-        return {"header": self.header()}
+        are rewritten whole. etcd 3.4 answers an empty DefragmentResponse (no header)."""
+        return {}
 
     async def hash(self, req: dict | None = None) -> dict:
         """etcd hashes its whole backend file; ours: the hash of every record kept."""

@@ -16,6 +16,10 @@ jsonpb, and clients match on what that stack prints, so this module copies it:
 * responses are proto3 JSON as jsonpb prints it with OrigName: proto field
   names in declaration order, int64/uint64 as strings, bytes as base64, enums
   as names, fields at their default left out, strings HTML-escaped as Go does.
+* streamed answers (/v3/watch, /v3/lease/keepalive, /v3/maintenance/snapshot,
+  /v3/election/observe) are chunked ``{"result": ...}`` messages, each followed
+  by "\n" and chunked as Go's 2048-byte response buffer chunks them; an error
+  ends the stream with an ``{"error": ...}`` message.
 
 The request path is a fast path (orjson + type checks) for well-formed input
 and a faithful port of Go's decoder (below) that runs when anything is off,
@@ -40,7 +44,8 @@ from fastkv.api.gojson import (
     go_quote,
     unmarshal_check,
 )
-from fastkv.errors import HTTP_STATUS_FOR_GRPC_CODE, EtcdError, GrpcCode
+from fastkv.errors import (HTTP_STATUS_FOR_GRPC_CODE, EtcdError, ErrNotSupportedForLearner,
+                           GrpcCode)
 
 
 
@@ -678,17 +683,25 @@ enc_campaign = _encoder([("header", SUB, enc_header), ("leader", SUB, enc_leader
 enc_leader = _encoder([("header", SUB, enc_header), ("kv", SUB, enc_kv)])
 
 
-def enc_defragment(resp: dict) -> str:
-    """etcd 3.4's Defragment answers an empty DefragmentResponse, no header
-    (v3rpc/maintenance.go); the server's header is not printed."""
-    return "{}"
-
-
 # ---------------------------------------------------------------------------
 # Handlers. A unary handler is ``async (server, body) -> (status, kind, body)``;
 # a streaming handler is ``async (server, ctx) -> None`` where ctx is the HTTP
 # layer's stream context (read(), send(), respond(), wait_closed()).
 # ---------------------------------------------------------------------------
+def learner_may(method, req: dict) -> bool:
+    """etcd's isRPCSupportedForLearner (the gateway goes through the same interceptor)."""
+    return method == "status" or (method == "range" and bool(req.get("serializable")))
+
+
+async def _refused_for_learner(server, ctx) -> bool:
+    """etcd's stream interceptor: a learner serves no stream."""
+    if not getattr(server, "is_learner", False):
+        return False
+    status, chunk = stream_error_chunk(ErrNotSupportedForLearner())
+    await ctx.send(chunk, status)
+    return True
+
+
 def _unary(schema: Schema, method, encode):
     """A unary route: `method` names a Server method, or is ``call(server, req)``."""
     call = method if callable(method) else None
@@ -698,6 +711,8 @@ def _unary(schema: Schema, method, encode):
             req = decode_request(schema, body)
         except GoJSONError as e:
             return decode_error(str(e))
+        if getattr(server, "is_learner", False) and not learner_may(method, req):
+            return rpc_error(ErrNotSupportedForLearner())
         try:
             if len(body) > 4096:
                 limit = server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
@@ -802,6 +817,8 @@ async def _stream_request(dec: _StreamDecoder, schema: Schema):
 
 async def watch_handler(server, ctx) -> None:
     """/v3/watch: a body of WatchRequests, a chunked stream of {"result": WatchResponse}."""
+    if await _refused_for_learner(server, ctx):
+        return
     dec = _StreamDecoder(ctx)
     try:
         first = await _stream_request(dec, WATCH_REQ)
@@ -846,6 +863,8 @@ async def watch_handler(server, ctx) -> None:
 
 async def keepalive_handler(server, ctx) -> None:
     """/v3/lease/keepalive: a body of {"ID"}s, a chunked stream of {"result": ...}."""
+    if await _refused_for_learner(server, ctx):
+        return
     dec = _StreamDecoder(ctx)
     first = True
     while True:
@@ -873,6 +892,8 @@ def _server_stream(schema: Schema, open_stream, encode):
     each answer is a {"result"} chunk and an error ends the stream with an {"error"}
     chunk. Nothing is written before the first answer (etcd sends no header either)."""
     async def handler(server, ctx) -> None:
+        if await _refused_for_learner(server, ctx):
+            return
         try:
             req = await _stream_request(_StreamDecoder(ctx), schema)
         except GoJSONError as e:
@@ -945,7 +966,7 @@ GATEWAY_ROUTES = {
     "/v3/cluster/member/promote": (_unary(MEMBER_ID_REQ, "member_promote", enc_member_list),
                                    False),
     "/v3/maintenance/alarm": (_unary(ALARM_REQ, "alarm", enc_alarm), False),
-    "/v3/maintenance/defragment": (_unary(EMPTY_REQ, "defragment", enc_defragment), False),
+    "/v3/maintenance/defragment": (_unary(EMPTY_REQ, "defragment", enc_header_only), False),
     # etcd 3.4's rpc.proto gives HashKV the path of Hash, "/v3/maintenance/hash", and
     # grpc-gateway serves the first pattern registered: Hash. HashKV has no JSON route
     # (/v3/maintenance/hashkv is etcd 3.5's); gRPC serves both.
