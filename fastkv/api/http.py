@@ -285,9 +285,11 @@ class HttpProtocol(asyncio.Protocol):
             if not w.done():
                 w.set_exception(ConnectionResetError("client went away"))
         self.drain_waiters.clear()
-        cur = self.current
-        if self.task is not None and cur is not None and cur.ctx is not None:
-            self.task.cancel()  # a stream ends with its client
+        if self.task is not None:
+            # The request ends with its client, as a cancelled context does in etcd: a
+            # stream stops, a waiting lock or campaign gives up its place. (A write
+            # already proposed is still applied; only its answer is dropped.)
+            self.task.cancel()
         self.queue.clear()
 
     def data_received(self, data):

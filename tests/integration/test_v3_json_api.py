@@ -100,3 +100,28 @@ def test_bad_input_changes_nothing_and_connection_stays_usable(fastkv_server):
         assert r["header"]["revision"] == rev
         assert sess.get(s.url + "/nope").text == "404 page not found\n"
         assert sess.get(s.url + "/v3/kv/put").status_code == 405
+
+
+def test_a_lock_waiter_whose_client_leaves_gives_up_its_place(fastkv_server):
+    """As a cancelled context in etcd: the waiting /v3/lock/lock stops and its key goes."""
+    import time
+    s = fastkv_server
+    l1 = post(s, "/v3/lease/grant", {"TTL": 60}).json()["ID"]
+    l2 = post(s, "/v3/lease/grant", {"TTL": 60}).json()["ID"]
+    held = post(s, "/v3/lock/lock", {"name": b64(b"jl"), "lease": l1}).json()
+    host, port = s.url.rsplit("/", 1)[1].split(":")
+    body = json.dumps({"name": b64(b"jl"), "lease": l2}).encode()
+    waiter = socket.create_connection((host, int(port)), timeout=5)
+    waiter.sendall(b"POST /v3/lock/lock HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body))
+    key2 = b"jl/%x" % int(l2)
+    deadline = time.monotonic() + 5
+    while "kvs" not in post(s, "/v3/kv/range", {"key": b64(key2)}).json():
+        assert time.monotonic() < deadline, "the waiter never queued"
+        time.sleep(0.05)
+    waiter.close()
+    deadline = time.monotonic() + 5
+    while "kvs" in post(s, "/v3/kv/range", {"key": b64(key2)}).json():
+        assert time.monotonic() < deadline, "the abandoned waiter's key stayed"
+        time.sleep(0.05)
+    post(s, "/v3/lock/unlock", {"key": held["key"]})
