@@ -422,7 +422,7 @@ class GrpcConnection:
         if st.trailers is not None:
             self.write_frame(HEADERS, END_STREAM | END_HEADERS, st.sid, st.trailers)
             st.trailers = None
-            self._forget(st)
+            self._closed_local(st)
 
     def _flush_blocked(self) -> None:
         for st in list(self.blocked.values()):
@@ -444,10 +444,20 @@ class GrpcConnection:
             st.headers_sent = True
             self.write_frame(HEADERS, END_STREAM | END_HEADERS, st.sid,
                              RESPONSE_HEADERS + trailers)
-            self._forget(st)
+            self._closed_local(st)
             return
         st.trailers = trailers
         self.flush_stream(st)
+
+    def _closed_local(self, st: Stream) -> None:
+        """Our side is closed (trailers sent). A client still sending is told to stop
+        with RST_STREAM(NO_ERROR), as gRPC servers do (RFC 9113, 8.1)."""
+        if not st.closed_remote and not st.reset and not self.closed:
+            self.write_frame(RST_STREAM, 0, st.sid, NO_ERROR.to_bytes(4, "big"))
+            st.reset = True
+            if st.requests is not None:
+                st.requests.end()
+        self._forget(st)
 
     def _forget(self, st: Stream) -> None:
         st.done = True
@@ -764,14 +774,11 @@ class GrpcConnection:
             self._forget(st)
 
     def _fail(self, st: Stream, code: int, message: str) -> None:
-        """End a call we cannot serve (bad message): status to the client, RST our side."""
+        """End a call we cannot serve (bad message): its status, then RST_STREAM if the
+        client is still sending (finish does that)."""
         if st.task is not None:
             st.task.cancel()
         self.finish(st, code, message)
-        if not st.closed_remote:
-            self.write_frame(RST_STREAM, 0, st.sid, NO_ERROR.to_bytes(4, "big"))
-            st.reset = True
-            self._forget(st)
 
     def _expired(self, st: Stream) -> None:
         st.timer = None

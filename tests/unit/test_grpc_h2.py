@@ -266,3 +266,27 @@ def test_frames_split_anywhere_are_reassembled():
         assert pb.RangeResponse.FromString(data[5:]).count == 5
         assert grpc_status(frames, 1) == (0, "")
     asyncio.run(go())
+
+
+def test_a_stream_the_server_ends_first_is_reset_with_no_error():
+    """The server's trailers end a bidi call the client still sends on: RST_STREAM(NO_ERROR)
+    tells it to stop; later DATA on that stream is dropped."""
+    async def bidi(requests, context):
+        async for req in requests:
+            if req.key == b"stop":
+                await context.abort(5, "stopped")
+            await context.write(pb.RangeResponse(count=1))
+
+    async def go():
+        c = Client(methods(**{"/etcdserverpb.KV/Bidi": h2.Method(bidi, pb.RangeRequest,
+                                                                  True, True)}))
+        c.call(1, "/etcdserverpb.KV/Bidi", pb.RangeRequest(key=b"a"), end=False)
+        raw = pb.RangeRequest(key=b"stop").SerializeToString()
+        c.send(h2._frame(h2.DATA, 0, 1, b"\0" + len(raw).to_bytes(4, "big") + raw))
+        frames = await c.frames()
+        assert grpc_status(frames, 1) == (5, "stopped")
+        rst = [p for t, f, s, p in frames if t == h2.RST_STREAM and s == 1]
+        assert rst == [h2.NO_ERROR.to_bytes(4, "big")]
+        c.send(h2._frame(h2.DATA, h2.END_STREAM, 1, b"\0\0\0\0\0"))   # dropped, no error
+        assert not [f for f in await c.frames() if f[0] == h2.GOAWAY]
+    asyncio.run(go())
