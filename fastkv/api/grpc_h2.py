@@ -88,13 +88,17 @@ class HpackDecoder:
         self.size_limit = max_size    # the encoder's current choice (<= max_size)
         self.table: deque = deque()
         self.size = 0
+        self.version = 0      # bumped by every change of the dynamic table
+        self.cache: dict[bytes, tuple[int, list]] = {}   # block -> (version, headers)
 
     def _add(self, name: bytes, value: bytes) -> None:
+        self.version += 1
         self.table.appendleft((name, value))
         self.size += len(name) + len(value) + 32
         self._evict()
 
     def _evict(self) -> None:
+        self.version += 1
         while self.size > self.size_limit and self.table:
             n, v = self.table.pop()
             self.size -= len(n) + len(v) + 32
@@ -143,11 +147,25 @@ class HpackDecoder:
         return out, end
 
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        """The header list of one block; ValueError if the block is malformed."""
+        """The header list of one block; ValueError if the block is malformed.
+
+        Clients send the same block again and again once their headers are in the
+        dynamic table: a block that did not change the table decodes to the same
+        list while the table is unchanged, so that answer is kept (callers must not
+        modify it)."""
+        hit = self.cache.get(data)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+        version = self.version
         try:
-            return self._decode(data)
+            out = self._decode(data)
         except IndexError:
             raise ValueError("hpack: truncated header block") from None
+        if self.version == version:
+            if len(self.cache) >= 256:
+                self.cache.clear()
+            self.cache[data] = (version, out)
+        return out
 
     def _decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         out = []

@@ -290,3 +290,16 @@ def test_a_stream_the_server_ends_first_is_reset_with_no_error():
         c.send(h2._frame(h2.DATA, h2.END_STREAM, 1, b"\0\0\0\0\0"))   # dropped, no error
         assert not [f for f in await c.frames() if f[0] == h2.GOAWAY]
     asyncio.run(go())
+
+
+def test_repeated_blocks_decode_alike_and_follow_table_changes():
+    """The block cache never answers for a dynamic table that changed since."""
+    enc, dec = hpack.Encoder(), h2.HpackDecoder()
+    first = enc.encode([(b"x-a", b"1")])             # literal with indexing: enters the table
+    assert dec.decode(first) == [(b"x-a", b"1")]
+    again = enc.encode([(b"x-a", b"1")])             # now just "index 62"
+    assert again != first
+    assert dec.decode(again) == [(b"x-a", b"1")] == dec.decode(again)
+    # another entry arrives (from a block of another encoder): index 62 is now it
+    assert dec.decode(hpack.Encoder().encode([(b"x-new", b"n")])) == [(b"x-new", b"n")]
+    assert dec.decode(again) == [(b"x-new", b"n")]
