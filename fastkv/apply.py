@@ -16,17 +16,21 @@ from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import SNAPSHOT_CHUNK, KVStore
 from fastkv.mvcc.watch import WatchHub
 from fastkv.storage.wal import Entry
+from fastkv.v2store import V2Error, V2Store
+from fastkv.v2store.apply import NAMESPACES, apply_v2
 
 
 class Applier:
     def __init__(self, store: KVStore, lessor: Lessor, hub: WatchHub, membership: Membership,
-                 alarms: AlarmStore | None = None, auth: AuthStore | None = None):
+                 alarms: AlarmStore | None = None, auth: AuthStore | None = None,
+                 v2: V2Store | None = None):
         self.store = store
         self.lessor = lessor
         self.hub = hub
         self.membership = membership
         self.alarms = alarms if alarms is not None else AlarmStore()
         self.auth = auth if auth is not None else AuthStore()
+        self.v2 = v2 if v2 is not None else V2Store(NAMESPACES)
         self.applied_index = 0
         self.applied_term = 0
 
@@ -70,6 +74,12 @@ class Applier:
                 if op == "authenticate":
                     return req_id, self.auth.authenticate(payload["req"], entry.index)
                 return req_id, getattr(self.auth, op)(payload["req"])
+            elif kind == requests.V2:
+                # the v2 and v3 data do not mix: nothing here touches the MVCC store
+                try:
+                    return req_id, apply_v2(self.v2, payload)
+                except V2Error as err:
+                    return req_id, err
             elif kind == requests.MEMBER_ATTR:
                 return req_id, self.membership.set_attributes(
                     payload["ID"], payload["name"], payload["clientURLs"])
@@ -103,7 +113,8 @@ class Applier:
                  "lessor": self.lessor.snapshot_state(),
                  "membership": self.membership.snapshot_state(),
                  "alarms": self.alarms.snapshot_state(),
-                 "auth": self.auth.to_state()}
+                 "auth": self.auth.to_state(),
+                 "v2": self.v2.to_state()}
         return state, view.iter_chunks()
 
     def snapshot_state(self) -> tuple[dict, list[bytes]]:

@@ -21,8 +21,9 @@ LEASE_REVOKE = "lease_revoke"
 MEMBER_ATTR = "member_attr"   # a member publishes its name and client URLs (etcd's publish)
 ALARM = "alarm"               # raise or clear an alarm (AlarmRequest ACTIVATE/DEACTIVATE)
 AUTH = "auth"                 # {"op": an AuthStore change, "req": its request dict}
+V2 = "v2"                     # a v2 keys request (fastkv/v2store/apply.py)
 KINDS = frozenset({PUT, DELETE_RANGE, TXN, COMPACTION, LEASE_GRANT, LEASE_REVOKE, MEMBER_ATTR,
-                   ALARM, AUTH})
+                   ALARM, AUTH, V2})
 # The AuthStore methods an AUTH entry may name (anything else is refused when applied).
 AUTH_OPS = frozenset({"auth_enable", "auth_disable", "authenticate", "user_add", "user_delete",
                       "user_change_password", "user_grant_role", "user_revoke_role",

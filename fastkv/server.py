@@ -24,6 +24,8 @@ from fastkv.alarms import ACTION_GET, AlarmStore
 from fastkv.apply import Applier, store_state_from_snapshot
 from fastkv.auth import AuthStore, SimpleTokens, hash_password, new_salt
 from fastkv.concurrency import Recipes
+from fastkv.v2store import V2Store
+from fastkv.v2store.apply import NAMESPACES as V2_NAMESPACES
 from fastkv.config import Config
 from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
                            ErrMemberBadURLs, ErrMemberNotEnoughStarted, ErrMemberNotFound,
@@ -109,6 +111,7 @@ class Server:
         self._join_peers: list = []                       # from the WAL, for a joiner
         self.alarms = AlarmStore()
         self.tokens = SimpleTokens(ttl=cfg.auth_token_ttl)
+        self.v2 = V2Store(V2_NAMESPACES)   # the v2 keys tree (served with --enable-v2)
         self.auth = AuthStore(self.tokens)
         self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started (grpcio transport)
         self.grpc_methods = None   # the native transport's method table
@@ -206,7 +209,7 @@ class Server:
         self.snapshot_index = raft_log.snapshot_index
         self.hub = WatchHub(self.store, self.header)
         self.applier = Applier(self.store, self.lessor, self.hub, self.membership, self.alarms,
-                               self.auth)
+                               self.auth, self.v2)
         self.applier.applied_index = applied
         self.applier.applied_term = raft_log.snapshot_term
         import random
@@ -229,6 +232,8 @@ class Server:
         self.store = KVStore.from_snapshot_state(store_state_from_snapshot(state, blobs),
                                                  self.lessor)
         self.alarms.restore(state.get("alarms", ()))
+        if "v2" in state:
+            self.v2.load_state(state["v2"])   # in place: its watchers stay
         if "auth" in state:
             self.auth = AuthStore.from_state(state["auth"], self.tokens)
             if getattr(self, "applier", None) is not None:

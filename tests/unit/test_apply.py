@@ -116,3 +116,35 @@ def test_each_result_carries_the_revision_its_own_change_made():
     assert [r["header"]["revision"] for r in results] == [2, 3, 4]
     assert txn["header"]["revision"] == 5 and grant["header"]["revision"] == 5
     assert store.rev == 5
+
+
+def test_v2_requests_follow_etcds_apply_v2_and_travel_in_snapshots():
+    from fastkv.v2store import V2Error, V2Store
+    ap, store, _lessor = make()
+    sec = 10**9
+    t0 = 1_800_000_000 * sec
+    n = iter(range(1, 100))
+
+    def v2(**p):
+        i = next(n)
+        return ap.apply(entry(2, i, i, requests.V2, {"now": t0, **p}))[1]
+
+    assert v2(method="PUT", path="/1/a", val="x").action == "set"
+    assert v2(method="PUT", path="/1/a", val="y", prevExist=True).action == "update"
+    err = v2(method="PUT", path="/1/a", val="z", prevExist=False)
+    assert isinstance(err, V2Error) and err.error_code == 105
+    assert v2(method="PUT", path="/1/a", val="z", prevValue="y").action == "compareAndSwap"
+    q = v2(method="POST", path="/1/q", val="job")
+    assert q.action == "create" and q.key == "/1/q/%020d" % q.index
+    assert v2(method="PUT", path="/1/t", val="v", ttl=5).action == "set"
+    assert v2(method="SYNC", now=t0 + 4 * sec) == []
+    expired = v2(method="SYNC", now=t0 + 6 * sec)
+    assert [e.action for e in expired] == ["expire"] and expired[0].key == "/1/t"
+    err = v2(method="DELETE", path="/1/a", prevValue="nope")
+    assert isinstance(err, V2Error) and err.error_code == 101
+    assert v2(method="DELETE", path="/1/a", prevValue="z").action == "compareAndDelete"
+    assert v2(method="QGET", path="/1", recursive=True).action == "get"
+    assert store.rev == 1      # v2 and v3 data do not mix
+    state = ap.snapshot_state()[0]["v2"]
+    again = V2Store.from_state(state)
+    assert again.to_state() == state and again.index == ap.v2.index
