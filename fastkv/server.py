@@ -112,6 +112,7 @@ class Server:
         self.alarms = AlarmStore()
         self.tokens = SimpleTokens(ttl=cfg.auth_token_ttl)
         self.v2 = V2Store(V2_NAMESPACES)   # the v2 keys tree (served with --enable-v2)
+        self._v2_sync_pending = False
         self.auth = AuthStore(self.tokens)
         self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started (grpcio transport)
         self.grpc_methods = None   # the native transport's method table
@@ -905,16 +906,29 @@ class Server:
         return {"header": self.header(), "leases": [{"ID": i} for i in self.lessor.leases()]}
 
     async def _expire_leases(self) -> None:
-        """The leader revokes expired leases through the log, like every other change."""
+        """The leader revokes expired leases through the log, like every other change,
+        and expires v2 TTL keys with a SYNC entry carrying its clock (etcd's sync)."""
         while True:
             await asyncio.sleep(LEASE_CHECK_SECONDS)
             if not self.core.is_leader:
                 continue
+            nxt = self.v2.next_expiration()
+            if nxt is not None and nxt <= time.time_ns() and not self._v2_sync_pending:
+                self._v2_sync_pending = True
+                self._spawn(self._v2_sync(), "v2-sync")
             for lease_id in self.lessor.expired():
                 if lease_id in self._pending_revokes:
                     continue
                 self._pending_revokes.add(lease_id)
                 self._spawn(self._revoke_expired(lease_id), "lease-revoke")
+
+    async def _v2_sync(self) -> None:
+        try:
+            await self._propose(requests.V2, {"method": "SYNC", "now": time.time_ns()})
+        except EtcdError as err:   # lost the lead, stopping: the next check decides again
+            log.debug("v2 sync: %s", err.message)
+        finally:
+            self._v2_sync_pending = False
 
     async def _revoke_expired(self, lease_id: int) -> None:
         """Propose the expiry, stamped with our term: applying ignores it unless the

@@ -185,6 +185,9 @@ async def stats_leader(server, method: bytes, url: bytes, body: bytes,
 
 
 def resolve(path: str):
+    if path == "/v2/keys" or path.startswith("/v2/keys/"):
+        from fastkv.api.v2_keys import handle
+        return handle
     if path == "/v2/members" or path.startswith("/v2/members/"):
         return members
     if path == "/v2/machines":

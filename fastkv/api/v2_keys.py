@@ -1,0 +1,235 @@
+"""/v2/keys: etcd 3.4's v2 keys API over the v2 store (served with --enable-v2).
+
+Translation only, as etcd's v2http keysHandler: parse the form (query and
+url-encoded body; the body wins, as Go's r.Form) into a v2 request, refuse bad
+parameters with etcd's form errors, then
+
+* GET/HEAD read the local store (``quorum=true``: through the log, as QGET);
+  ``wait=true`` waits for the next matching event (or one from the history
+  after ``waitIndex``) and answers it;
+* PUT/POST/DELETE go through the log (fastkv/v2store/apply.py) carrying this
+  member's clock, so every member computes the same expirations.
+
+Answers carry X-Etcd-Index, X-Raft-Index, X-Raft-Term and X-Etcd-Cluster-Id; the
+store keeps keys under /1 and the prefix is trimmed from answers and errors.
+TTL keys expire when the leader proposes a SYNC entry with its clock (the
+server's expiry loop). Not yet: ``stream=true`` watches (refused with a clear
+form error).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import parse_qsl
+
+from fastkv.errors import EtcdError
+from fastkv.v2store import V2Error
+from fastkv.v2store import errors as ec
+from fastkv.v2store.apply import V2_PREFIX
+from fastkv.v2store.wire import dumps
+
+KEYS_PREFIX = "/v2/keys"
+_JSON = (b"Content-Type", b"application/json")
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+class _Form:
+    """Go's r.Form: every key's values, body values first."""
+
+    def __init__(self, query: str, body: str):
+        self.values: dict[str, list[str]] = {}
+        for source in (body, query):
+            for k, v in parse_qsl(source, keep_blank_values=True):
+                self.values.setdefault(k, []).append(v)
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def value(self, key: str) -> str:
+        vs = self.values.get(key)
+        return vs[0] if vs else ""
+
+    def uint(self, key: str, code: int, cause: str) -> int:
+        if key not in self.values:
+            return 0
+        v = self.value(key)
+        if not v.isdigit() or int(v) >= 1 << 64:
+            raise V2Error(code, cause)
+        return int(v)
+
+    def bool(self, key: str, cause: str) -> bool:
+        if key not in self.values:
+            return False
+        v = self.value(key)
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+        raise V2Error(ec.INVALID_FIELD, cause)
+
+
+def parse(method: str, path: str, query: str, body: str) -> tuple[dict, bool]:
+    """etcd's parseKeyRequest: (request, noValueOnSuccess) or a V2Error."""
+    f = _Form(query, body)
+    key = _join(V2_PREFIX, path[len(KEYS_PREFIX):])
+    prev_index = f.uint("prevIndex", ec.INDEX_NAN, 'invalid value for "prevIndex"')
+    wait_index = f.uint("waitIndex", ec.INDEX_NAN, 'invalid value for "waitIndex"')
+    flags = {}
+    for name in ("recursive", "sorted", "wait", "dir", "quorum", "stream"):
+        flags[name] = f.bool(name, f'invalid value for "{name}"')
+    if flags["wait"] and method != "GET":
+        raise V2Error(ec.INVALID_FIELD, '"wait" can only be used with GET requests')
+    if f.has("prevValue") and f.value("prevValue") == "":
+        raise V2Error(ec.PREV_VALUE_REQUIRED, '"prevValue" cannot be empty')
+    no_value = f.bool("noValueOnSuccess", 'invalid value for "noValueOnSuccess"')
+    ttl = None
+    if f.value("ttl"):
+        ttl = f.uint("ttl", ec.TTL_NAN, 'invalid value for "ttl"')
+    req = {"method": method, "path": key, "val": f.value("value"), "dir": flags["dir"],
+           "prevValue": f.value("prevValue"), "prevIndex": prev_index,
+           "recursive": flags["recursive"], "sorted": flags["sorted"], "wait": flags["wait"],
+           "waitIndex": wait_index, "quorum": flags["quorum"], "stream": flags["stream"]}
+    if f.has("prevExist"):
+        req["prevExist"] = f.bool("prevExist", "invalid value for prevExist")
+    if f.has("refresh"):
+        refresh = f.bool("refresh", "invalid value for refresh")
+        if refresh:
+            if f.has("value") and f.value("value") != "":
+                raise V2Error(ec.REFRESH_VALUE, "A value was provided on a refresh")
+            if ttl is None:
+                raise V2Error(ec.REFRESH_TTL_REQUIRED, "No TTL value set")
+        req["refresh"] = refresh
+    if ttl is not None:
+        req["ttl"] = ttl
+    return req, no_value
+
+
+def _join(prefix: str, rest: str) -> str:
+    """Go's path.Join(prefix, rest): cleaned, no trailing slash."""
+    parts = []
+    for p in (prefix + "/" + rest).split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(p)
+    return "/" + "/".join(parts)
+
+
+def _trim(key: str) -> str:
+    """strings.TrimPrefix(key, "/1"): the root becomes "" (then left out, omitempty)."""
+    return key[len(V2_PREFIX):] if key.startswith(V2_PREFIX) else key
+
+
+def _trim_node(node: dict | None) -> None:
+    if node is None:
+        return
+    if "key" in node:
+        node["key"] = _trim(node["key"])
+        if not node["key"]:
+            del node["key"]
+    for child in node.get("nodes") or ():
+        _trim_node(child)
+
+
+def _event_body(ev, no_value: bool) -> bytes:
+    out = {}
+    for k, v in ev.items():
+        out[k] = _copy(v)
+    _trim_node(out.get("node"))
+    _trim_node(out.get("prevNode"))
+    if no_value and out.get("action") in ("set", "compareAndSwap", "create", "update"):
+        out.pop("node", None)
+        out.pop("prevNode", None)
+    return (dumps(out) + "\n").encode()
+
+
+def _copy(v):
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    return v
+
+
+def _headers(server, etcd_index: int) -> list:
+    return [_JSON, (b"X-Etcd-Cluster-Id", f"{server.cluster_id:x}".encode()),
+            (b"X-Etcd-Index", str(etcd_index).encode()),
+            (b"X-Raft-Index", str(server.core.commit).encode()),
+            (b"X-Raft-Term", str(server.core.term).encode())]
+
+
+def _error(server, err: V2Error) -> tuple:
+    if err.cause.startswith(V2_PREFIX):
+        err = V2Error(err.error_code, _trim(err.cause), err.index)
+    hdrs = [_JSON, (b"X-Etcd-Cluster-Id", f"{server.cluster_id:x}".encode()),
+            (b"X-Etcd-Index", str(err.index).encode())]
+    return err.status, hdrs, (err.to_json() + "\n").encode()
+
+
+async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = b""):
+    from fastkv.api.v2_cluster import _NOT_FOUND, _not_allowed
+    if not server.cfg.enable_v2:
+        return _NOT_FOUND
+    m = method.decode("latin-1")
+    if m not in ("HEAD", "GET", "PUT", "POST", "DELETE"):
+        return _not_allowed("GET", "HEAD", "POST", "PUT", "DELETE")
+    raw_path, _, query = url.decode("latin-1").partition("?")
+    from urllib.parse import unquote
+    path = unquote(raw_path)
+    form_body = body.decode("latin-1") if m in ("PUT", "POST") and ctype.startswith(
+        b"application/x-www-form-urlencoded") else ""
+    try:
+        req, no_value = parse(m, path, query, form_body)
+        if req["stream"]:
+            raise V2Error(ec.INVALID_FIELD, '"stream" watches are not served yet')
+        if m in ("GET", "HEAD") and req["wait"]:
+            ev, start_index = await _wait(server, req)   # etcd: 200, the watch's start index
+            return 200, _headers(server, start_index), _event_body(ev, no_value)
+        if m in ("GET", "HEAD") and not req["quorum"]:
+            ev = server.v2.get(req["path"], req["recursive"], req["sorted"], now=time.time_ns())
+        else:
+            if m in ("GET", "HEAD"):
+                req["method"] = "QGET"
+            ev = await _propose(server, req)
+    except V2Error as err:
+        return _error(server, err)
+    status = 201 if ev.is_created else 200
+    out = _event_body(ev, no_value)
+    return status, _headers(server, ev.etcd_index), (b"" if m == "HEAD" else out)
+
+
+async def _propose(server, req: dict):
+    from fastkv import requests
+    payload = {k: v for k, v in req.items() if k not in ("wait", "waitIndex", "quorum",
+                                                          "stream")}
+    payload["now"] = time.time_ns()
+    try:
+        result = await server._propose(requests.V2, payload)
+    except EtcdError as err:   # no leader, timeouts: etcd's 300 with the server's text
+        raise V2Error(ec.RAFT_INTERNAL, err.message) from None
+    if isinstance(result, V2Error):
+        raise result
+    return result
+
+
+async def _wait(server, req: dict):
+    """A one-shot watch: (the event from the history after waitIndex, or the next one,
+    the store index when the watch began)."""
+    loop = asyncio.get_running_loop()
+    got = loop.create_future()
+
+    def on_event(ev) -> None:
+        if not got.done():
+            got.set_result(ev)
+
+    watcher = server.v2.watch(req["path"], req["recursive"], False, req["waitIndex"],
+                              callback=on_event)
+    try:
+        return await got, watcher.start_index
+    finally:
+        if not watcher.removed:
+            watcher.remove()
