@@ -172,6 +172,16 @@ async def stats_self(server, method: bytes, url: bytes, body: bytes,
     return _json(200, server.self_stats(), newline=False)
 
 
+async def stats_store(server, method: bytes, url: bytes, body: bytes,
+                      ctype: bytes = b""):
+    """The v2 store's member-local counters (getsSuccess, setsFail, ..., watchers)."""
+    if not server.cfg.enable_v2:
+        return _NOT_FOUND
+    if method != b"GET":
+        return _not_allowed("GET")
+    return _json(200, server.v2.stats(), newline=False)
+
+
 async def stats_leader(server, method: bytes, url: bytes, body: bytes,
                   ctype: bytes = b""):
     if not server.cfg.enable_v2:
@@ -196,4 +206,6 @@ def resolve(path: str):
         return stats_self
     if path == "/v2/stats/leader":
         return stats_leader
+    if path == "/v2/stats/store":
+        return stats_store
     return None
