@@ -115,7 +115,7 @@ def build_response(status: int, kind: int, body: bytes, close: bool = False,
     return out + b"%x\r\n" % n + body + b"\r\n" + _CHUNKED_END
 
 
-def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
                          close: bool = False, head: bool = False) -> bytes:
     """An answer from Go's net/http for a handler that set `headers`: etcd's CORS
     headers and the handler's, sorted by name, then Date, then Content-Length (or
@@ -128,6 +128,8 @@ def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: 
     late = b"".join(k[1:] + b": " + v + b"\r\n" for k, v in headers if k[:1] == b"~")
     conn = b"Connection: close\r\n" if close else b""
     out = line + _CORS + hdrs + b"Date: " + http_date() + b"\r\n"
+    if body is None:   # the head of a chunked answer that follows
+        return out + late + conn + b"Transfer-Encoding: chunked\r\n\r\n"
     n = len(body)
     if status == 204 or status == 304:
         return out + conn + b"\r\n"
@@ -468,9 +470,13 @@ class HttpProtocol(asyncio.Protocol):
                         log.exception("handler failed")
                         status, headers, out = 500, [(b"Content-Type", b"text/plain; "
                                                       b"charset=utf-8")], b"internal error\n"
-                    if not self.closed:
-                        self.transport.write(build_plain_response(
-                            status, headers, out, close=not req.keep_alive, head=req.head))
+                    if isinstance(out, (bytes, bytearray)):
+                        if not self.closed:
+                            self.transport.write(build_plain_response(
+                                status, headers, out, close=not req.keep_alive,
+                                head=req.head))
+                    else:   # an async iterator of chunks: Go's flushed, chunked answer
+                        await self._stream_plain(status, headers, out, req)
                 else:
                     body = req.body
                     body = body[0] if len(body) == 1 else b"".join(body)
@@ -501,6 +507,21 @@ class HttpProtocol(asyncio.Protocol):
             if self.queue and not self.closed:  # only after a cancelled stream
                 nxt = self.queue.popleft()
                 self._enqueue(nxt)
+
+    async def _stream_plain(self, status: int, headers, chunks, req: _Request) -> None:
+        """Head first (a watcher's client sees it at once), then each chunk as it comes."""
+        try:
+            self.transport.write(build_plain_response(status, headers, None,
+                                                      close=not req.keep_alive))
+            async for chunk in chunks:
+                if self.closed:
+                    return
+                self.transport.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                await self.drain()
+            if not self.closed:
+                self.transport.write(_CHUNKED_END)
+        finally:
+            await chunks.aclose()
 
     def write_response(self, req: _Request, status: int, kind: int, body: bytes) -> None:
         if self.closed:

@@ -13,8 +13,8 @@ parameters with etcd's form errors, then
 Answers carry X-Etcd-Index, X-Raft-Index, X-Raft-Term and X-Etcd-Cluster-Id; the
 store keeps keys under /1 and the prefix is trimmed from answers and errors.
 TTL keys expire when the leader proposes a SYNC entry with its clock (the
-server's expiry loop). Not yet: ``stream=true`` watches (refused with a clear
-form error).
+server's expiry loop). Waits (and ``stream=true`` watches) answer as etcd's
+handleKeyWatch: the head at once, each event as a chunk.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from fastkv.v2store.apply import V2_PREFIX
 from fastkv.v2store.wire import dumps
 
 KEYS_PREFIX = "/v2/keys"
+WATCHER_BUFFER = 100   # etcd's watcher channel size
 _JSON = (b"Content-Type", b"application/json")
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -184,11 +185,10 @@ async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = 
         b"application/x-www-form-urlencoded") else ""
     try:
         req, no_value = parse(m, path, query, form_body)
-        if req["stream"]:
-            raise V2Error(ec.INVALID_FIELD, '"stream" watches are not served yet')
         if m in ("GET", "HEAD") and req["wait"]:
-            ev, start_index = await _wait(server, req)   # etcd: 200, the watch's start index
-            return 200, _headers(server, start_index), _event_body(ev, no_value)
+            # etcd: 200 and the watch's start index at once, then the event(s), chunked
+            start_index, events = _watch(server, req, no_value)
+            return 200, _headers(server, start_index), events
         if m in ("GET", "HEAD") and not req["quorum"]:
             ev = server.v2.get(req["path"], req["recursive"], req["sorted"], now=time.time_ns())
         else:
@@ -216,20 +216,33 @@ async def _propose(server, req: dict):
     return result
 
 
-async def _wait(server, req: dict):
-    """A one-shot watch: (the event from the history after waitIndex, or the next one,
-    the store index when the watch began)."""
-    loop = asyncio.get_running_loop()
-    got = loop.create_future()
+def _watch(server, req: dict, no_value: bool):
+    """etcd's handleKeyWatch: (the store index when the watch began, an async iterator
+    of event bodies: one, or every event while the client stays with stream=true).
+    The watcher exists before this returns, so no event can slip in between."""
+    queue: asyncio.Queue = asyncio.Queue()
 
-    def on_event(ev) -> None:
-        if not got.done():
-            got.set_result(ev)
-
-    watcher = server.v2.watch(req["path"], req["recursive"], False, req["waitIndex"],
-                              callback=on_event)
-    try:
-        return await got, watcher.start_index
-    finally:
-        if not watcher.removed:
+    def offer(ev) -> None:
+        # etcd drops a watcher whose 100-event buffer is full: the stream ends
+        if queue.qsize() >= WATCHER_BUFFER:
             watcher.remove()
+            queue.put_nowait(None)
+        else:
+            queue.put_nowait(ev)
+
+    watcher = server.v2.watch(req["path"], req["recursive"], req["stream"], req["waitIndex"],
+                              callback=offer)
+
+    async def bodies():
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    return
+                yield _event_body(ev, no_value)
+                if not req["stream"] or watcher.removed and queue.empty():
+                    return
+        finally:
+            if not watcher.removed:
+                watcher.remove()
+    return watcher.start_index, bodies()

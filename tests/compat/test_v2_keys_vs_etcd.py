@@ -149,3 +149,30 @@ def test_ttl_keys_expire_through_the_log(pair):
         r = requests.get(srv.url + "/v2/keys/ttl?wait=true", timeout=15)
         assert r.json()["action"] == "expire", (srv, r.text)
         assert requests.get(srv.url + "/v2/keys/ttl", timeout=5).status_code == 404
+
+
+def test_stream_watch_sends_each_change(pair):
+    """wait=true&stream=true: the head at once, then one JSON line per change."""
+    for srv in pair:
+        side = Side(srv)
+        side.do("PUT", "/s/a", "value=0")
+        lines = []
+
+        def reader():
+            with requests.get(srv.url + "/v2/keys/s?wait=true&recursive=true&stream=true",
+                              stream=True, timeout=15) as r:
+                lines.append(r.status_code)
+                for line in r.iter_lines():
+                    if line:
+                        lines.append(json.loads(line))
+                    if len(lines) == 4:
+                        return
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(0.5)
+        for v in ("1", "2", "3"):
+            side.do("PUT", "/s/a", f"value={v}")
+        t.join(15)
+        assert lines[0] == 200
+        assert [(e["action"], e["node"]["value"]) for e in lines[1:]] == \
+            [("set", "1"), ("set", "2"), ("set", "3")], srv
