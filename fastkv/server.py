@@ -116,6 +116,7 @@ class Server:
         self.auth = AuthStore(self.tokens)
         self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started (grpcio transport)
         self.grpc_methods = None   # the native transport's method table
+        self.grpc_connections: set = set()   # open native gRPC connections (GOAWAY on stop)
         self.recipes = Recipes(self)   # v3lock / v3election
         self.peer_last_seen: dict[int, float] = {}
         self.start_time = time.time()
@@ -379,6 +380,10 @@ class Server:
         self._stopped = True
         for lst in self._listeners:
             lst.close()
+        from fastkv.api.grpc_h2 import NO_ERROR
+        for conn in list(self.grpc_connections):
+            # clients fail over (UNAVAILABLE) instead of seeing their calls cancelled
+            conn.goaway(NO_ERROR, "server shutting down")
         for t in list(self._tasks):
             t.cancel()
         if self.grpc is not None:

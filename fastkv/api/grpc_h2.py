@@ -47,7 +47,8 @@ S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_S
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65535
 DEFAULT_FRAME = 16384
-REPLENISH_AT = 1 << 30          # give the peer its receive window back past this much
+REPLENISH_AT = 1 << 30          # give the peer its connection window back past this much
+STREAM_WINDOW = 4 << 20         # what a client may send on one stream before we take it
 MAX_HEADER_BLOCK = 1 << 20      # a header block larger than this ends the connection
 STREAM_BUFFER_HIGH = 1 << 20    # a streaming writer waits while more than this is queued
 
@@ -138,9 +139,11 @@ class HpackDecoder:
         s = data[pos:end]
         if not huff:
             return s, end
+        if len(s) > 128:
+            return decode_huffman(s), end
         cache = _HUFFMAN_CACHE
         out = cache.get(s)
-        if out is None:     # clients repeat the same strings: decode each once
+        if out is None:     # clients repeat the same (short) strings: decode each once
             if len(cache) >= 4096:
                 cache.clear()
             out = cache[s] = decode_huffman(s)
@@ -215,10 +218,14 @@ def _percent_encode(text: str) -> bytes:
     return bytes(out)
 
 
+MAX_STATUS_MESSAGE = 4096   # trailers must fit one HEADERS frame (16 KiB by default)
+
+
 def status_trailers(code: int, message: str) -> bytes:
     block = _literal(b"grpc-status", str(code).encode())
     if message:
-        block += _literal(b"grpc-message", _percent_encode(message))
+        encoded = _percent_encode(message[:MAX_STATUS_MESSAGE])
+        block += _literal(b"grpc-message", encoded[:3 * MAX_STATUS_MESSAGE])
     return block
 
 
@@ -262,8 +269,8 @@ class RequestStream:
         self.eof = False
         self.waiter: asyncio.Future | None = None
 
-    def push(self, msg) -> None:
-        self.items.append(msg)
+    def push(self, msg, wire_size: int) -> None:
+        self.items.append((msg, wire_size))
         self._wake()
 
     def end(self) -> None:
@@ -287,7 +294,9 @@ class RequestStream:
                 await self.waiter
             finally:
                 self.waiter = None
-        return self.items.popleft()
+        msg, size = self.items.popleft()
+        self.stream.conn.give_back(self.stream, size)
+        return msg
 
 
 class CallContext:
@@ -317,6 +326,7 @@ class CallContext:
 
 class Stream:
     __slots__ = ("conn", "sid", "method", "buf", "requests", "task", "send_window", "pending",
+                 "pending_off", "credit",
                  "pending_bytes", "trailers", "headers_sent", "reset", "closed_remote",
                  "recv_consumed", "ctx", "drain_waiter", "done", "timer")
 
@@ -329,6 +339,8 @@ class Stream:
         self.task: asyncio.Task | None = None
         self.send_window = window
         self.pending: deque = deque()     # DATA payload waiting for flow-control window
+        self.pending_off = 0              # bytes of pending[0] already sent
+        self.credit = 0                   # received bytes we may give back (WINDOW_UPDATE)
         self.pending_bytes = 0
         self.trailers: bytes | None = None   # sent once pending is drained
         self.headers_sent = False
@@ -395,7 +407,14 @@ class GrpcConnection:
         self.blocked: dict[int, Stream] = {}   # streams with DATA waiting for window
         self.out: list[bytes] = []              # frames of this batch, written together
         self.tasks: set[asyncio.Task] = set()
-        settings = (S_INITIAL_WINDOW_SIZE.to_bytes(2, "big") + MAX_WINDOW.to_bytes(4, "big")
+        self.registry = getattr(getattr(protocol, "server", None), "grpc_connections", None)
+        if self.registry is not None:
+            self.registry.add(self)
+        # Streams get a bounded window (a whole request message fits in it); the
+        # connection a large one (each stream bounds itself).
+        self.stream_window = min(MAX_WINDOW, max(STREAM_WINDOW, max_message + 65536))
+        settings = (S_INITIAL_WINDOW_SIZE.to_bytes(2, "big")
+                    + self.stream_window.to_bytes(4, "big")
                     + S_MAX_HEADER_LIST_SIZE.to_bytes(2, "big") + (16 << 20).to_bytes(4, "big"))
         self.transport.write(_frame(SETTINGS, 0, 0, settings)
                              + _frame(WINDOW_UPDATE, 0, 0,
@@ -416,19 +435,27 @@ class GrpcConnection:
         else:
             self.out.clear()
 
-    def flush_stream(self, st: Stream) -> None:
-        """Send what flow control allows of st's queued DATA, then its trailers."""
+    def flush_stream(self, st: Stream, max_frames: int = -1) -> None:
+        """Send what flow control allows of st's queued DATA (at most max_frames frames
+        if given), then its trailers."""
         while st.pending:
-            chunk = st.pending[0]
+            if max_frames == 0:
+                self.blocked[st.sid] = st   # more to send: its turn comes again
+                return
+            max_frames -= 1
+            first, off = st.pending[0], st.pending_off
             room = min(self.send_window, st.send_window, self.peer_max_frame)
             if room <= 0:
                 self.blocked[st.sid] = st
                 return
-            if len(chunk) > room:
-                st.pending[0] = chunk[room:]
-                chunk = chunk[:room]
+            left = len(first) - off
+            if left > room:        # a frame's worth; the rest stays (no copy of it)
+                chunk = first[off:off + room]
+                st.pending_off = off + room
             else:
+                chunk = first[off:] if off else first
                 st.pending.popleft()
+                st.pending_off = 0
             n = len(chunk)
             self.send_window -= n
             st.send_window -= n
@@ -442,11 +469,29 @@ class GrpcConnection:
             st.trailers = None
             self._closed_local(st)
 
+    def give_back(self, st: Stream, n: int) -> None:
+        """A client-streaming call's bytes were consumed: let the client send more. The
+        window is given back in halves, so a handler that stops reading stops the
+        client after one window (nothing piles up)."""
+        st.credit += n
+        if st.credit >= self.stream_window // 2 and not (st.closed_remote or st.reset):
+            self.write_frame(WINDOW_UPDATE, 0, st.sid, st.credit.to_bytes(4, "big"))
+            st.credit = 0
+
     def _flush_blocked(self) -> None:
-        for st in list(self.blocked.values()):
-            if self.send_window <= 0:
+        """Window came back: the waiting streams take turns, a frame each per round, so
+        one large answer does not hold back the small ones behind it."""
+        while self.blocked and self.send_window > 0:
+            sent = False
+            for sid, st in list(self.blocked.items()):
+                if self.send_window <= 0:
+                    return
+                before = st.pending_bytes
+                del self.blocked[sid]           # re-entered at the back if still waiting
+                self.flush_stream(st, max_frames=1)
+                sent = sent or st.pending_bytes != before
+            if not sent:
                 return
-            self.flush_stream(st)
 
     def finish(self, st: Stream, code: int, message: str = "") -> None:
         """End a call with a status (trailers after any queued DATA)."""
@@ -509,6 +554,8 @@ class GrpcConnection:
         if self.closed:
             return
         self.closed = True
+        if self.registry is not None:
+            self.registry.discard(self)
         for st in self.streams.values():
             st.reset = True
             st.wake_writer()
@@ -627,6 +674,8 @@ class GrpcConnection:
             raise _ConnectionError(PROTOCOL_ERROR, "bad stream id")
         pos, end = 0, len(payload)
         if flags & PADDED:
+            if not payload:
+                raise _ConnectionError(PROTOCOL_ERROR, "bad padding")
             pad = payload[0]
             pos = 1
             end -= pad
@@ -692,7 +741,8 @@ class GrpcConnection:
         if not ctype.startswith(b"application/grpc"):
             st.headers_sent = True
             self.write_frame(HEADERS, END_STREAM | END_HEADERS, sid, HTTP_415)
-            self._forget(st)
+            st.done = True
+            self._closed_local(st)
             return
         method = self.methods.get(path)
         if method is None:
@@ -733,10 +783,8 @@ class GrpcConnection:
             if sid > self.last_sid:
                 raise _ConnectionError(PROTOCOL_ERROR, "DATA on an idle stream")
             return   # a stream we already ended or reset: drop
-        st.recv_consumed += n
-        if st.recv_consumed >= REPLENISH_AT and not flags & END_STREAM:
-            self.write_frame(WINDOW_UPDATE, 0, sid, st.recv_consumed.to_bytes(4, "big"))
-            st.recv_consumed = 0
+        if st.requests is not None and n > end - pos:
+            self.give_back(st, n - (end - pos))     # padding is never a message
         if st.done or st.reset:
             if flags & END_STREAM:
                 st.closed_remote = True
@@ -771,7 +819,7 @@ class GrpcConnection:
                            f"grpc: error unmarshalling request: {e}")
                 return
             if st.requests is not None:
-                st.requests.push(msg)
+                st.requests.push(msg, 5 + size)
             elif st.ctx is not None:
                 ctx, st.ctx = st.ctx, None
                 self._start(st, st.method.handler(msg, ctx))
@@ -836,7 +884,12 @@ class GrpcConnection:
             if result is None:
                 self.finish(st, grpc.StatusCode.INTERNAL.value[0], "no response")
                 return
-            payload = result.SerializeToString()
+            try:
+                payload = result.SerializeToString()
+            except Exception as e:   # a response our servicer built wrong: still trailers
+                log.exception("gRPC response could not be encoded")
+                self.finish(st, grpc.StatusCode.INTERNAL.value[0], f"grpc: {e}")
+                return
             data = b"\x00" + len(payload).to_bytes(4, "big") + payload
             st.headers_sent = True
             self.write_frame(HEADERS, END_HEADERS, st.sid, RESPONSE_HEADERS)

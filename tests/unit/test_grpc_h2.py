@@ -303,3 +303,65 @@ def test_repeated_blocks_decode_alike_and_follow_table_changes():
     # another entry arrives (from a block of another encoder): index 62 is now it
     assert dec.decode(hpack.Encoder().encode([(b"x-new", b"n")])) == [(b"x-new", b"n")]
     assert dec.decode(again) == [(b"x-new", b"n")]
+
+
+def test_client_streams_get_window_back_only_as_the_handler_reads():
+    """A handler that stops reading stops its client after one stream window: nothing
+    piles up in the server; reading gives the window back."""
+    gate = asyncio.Event()
+
+    async def slow(requests, context):
+        await gate.wait()
+        async for _ in requests:
+            pass
+        await context.write(pb.RangeResponse(count=1))
+
+    async def go():
+        c = Client(methods(**{"/etcdserverpb.KV/Slow": h2.Method(slow, pb.RangeRequest,
+                                                                  True, True)}))
+        window = c.conn.stream_window
+        c.call(1, "/etcdserverpb.KV/Slow", end=False)
+        raw = pb.RangeRequest(key=b"k" * 1000).SerializeToString()
+        msg = b"\0" + len(raw).to_bytes(4, "big") + raw
+        sent = 0
+        while sent < window // 2 + len(msg):
+            c.send(h2._frame(h2.DATA, 0, 1, msg))
+            sent += len(msg)
+        frames = await c.frames()
+        assert not [f for f in frames if f[0] == h2.WINDOW_UPDATE and f[2] == 1]
+        gate.set()
+        frames = await c.frames()
+        updates = [int.from_bytes(p, "big") for t, f, s, p in frames
+                   if t == h2.WINDOW_UPDATE and s == 1]
+        assert updates and sum(updates) >= window // 2
+    asyncio.run(go())
+
+
+def test_blocked_streams_take_turns_and_long_messages_fit_a_frame():
+    async def go():
+        # a 64 KiB-per-stream window, connection window left at the default 65535
+        c = Client(methods(), settings=h2.S_INITIAL_WINDOW_SIZE.to_bytes(2, "big")
+                   + (1 << 20).to_bytes(4, "big"))
+        c.call(1, "/etcdserverpb.KV/Stream", pb.RangeRequest(limit=2000))   # ~400 KB
+        c.call(3, "/etcdserverpb.KV/Range", pb.RangeRequest(key=b"small"))
+        frames = await c.frames()
+        for _ in range(3):   # give the connection window back a little at a time
+            c.send(h2._frame(h2.WINDOW_UPDATE, 0, 0, (65535).to_bytes(4, "big")))
+            frames += await c.frames()
+        assert grpc_status(frames, 3) == (0, "")   # the small answer is not stuck behind
+        assert not any(t == h2.HEADERS and f & h2.END_STREAM and s == 1
+                       for t, f, s, p in frames)
+        c.call(5, "/etcdserverpb.KV/" + "x" * 20000, pb.RangeRequest(key=b"a"), split_headers=True)
+        raw_frames = await c.frames()
+        trailers = [p for t, f, s, p in raw_frames if t == h2.HEADERS and s == 5]
+        assert trailers and grpc_status(raw_frames, 5)[0] == 12
+        out = c.proto.transport.out
+        assert max(int.from_bytes(out[i:i + 3], "big") for i in _frame_starts(out)) <= 16384
+    asyncio.run(go())
+
+
+def _frame_starts(out):
+    i = 0
+    while i + 9 <= len(out):
+        yield i
+        i += 9 + int.from_bytes(out[i:i + 3], "big")
