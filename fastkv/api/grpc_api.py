@@ -318,7 +318,8 @@ class GrpcFrontend:
             fds = list(self._relays)
         for fd in fds:
             try:
-                socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)
+                with socket.socket(fileno=os.dup(fd)) as s:   # wakes the relay's poll
+                    s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         if self.grpc_server is not None:

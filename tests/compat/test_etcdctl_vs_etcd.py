@@ -769,6 +769,9 @@ def test_cluster(clusters):
     both.step(["member", "list", "-w", "json"], sort=True)
     both.step(["member", "promote", "{m3}"])
     both.step(["member", "add", "m4", "--learner", "--peer-urls=http://127.0.0.1:1"])
+    # A member's ID hashes its peer URLs with the time in seconds (etcd's NewMember): in
+    # the same second as m3's add this would be "member ID already exist" on both.
+    time.sleep(1.1)
     both.step(["member", "add", "m5", "--peer-urls={m3_peer}"])
     both.step(["member", "promote", "{m0}"])
     both.step(["member", "remove", "1234"])
