@@ -119,6 +119,7 @@ class Server:
         self.grpc_connections: set = set()   # open native gRPC connections (GOAWAY on stop)
         self.recipes = Recipes(self)   # v3lock / v3election
         self.peer_last_seen: dict[int, float] = {}
+        self.peer_active_since: dict[int, float] = {}
         self.start_time = time.time()
         self.leader_since = 0.0
         self.removed = False
@@ -427,7 +428,11 @@ class Server:
 
     def _on_peer_message(self, msg: Message) -> None:
         if msg.frm and msg.type not in LOCAL_MESSAGES:   # not the transport's own reports
-            self.peer_last_seen[msg.frm] = self.clock()
+            now = self.clock()
+            last = self.peer_last_seen.get(msg.frm)
+            if last is None or now - last > self.election_seconds:
+                self.peer_active_since[msg.frm] = now     # (re)connected after a silence
+            self.peer_last_seen[msg.frm] = now
         self.node.step(msg)
 
     def request_stop(self) -> None:
@@ -959,8 +964,13 @@ class Server:
         return [m.to_state() for m in self.membership.sorted_members()]
 
     def _active_peers(self) -> set[int]:
+        """etcd's isConnectedSince(now - HealthInterval): peers heard from without a
+        silence longer than an election timeout for at least the last 5 s, so a member
+        just started, restarted or reconnected does not count yet."""
         now = self.clock()
-        return {mid for mid, t in self.peer_last_seen.items() if now - t < HEALTH_INTERVAL}
+        since = now - HEALTH_INTERVAL
+        return {mid for mid, t in self.peer_last_seen.items()
+                if now - t <= self.election_seconds and self.peer_active_since[mid] <= since}
 
     def _check_urls(self, urls) -> list[str]:
         if not isinstance(urls, list) or not urls:
@@ -1033,11 +1043,16 @@ class Server:
         if self.cfg.strict_reconfig_check and m is not None and not m.is_learner:
             if not self.membership.ready_to_remove_voter(mid):
                 raise ErrMemberNotEnoughStarted()
-            # etcd's mayRemoveMember: the voters still reachable must keep a quorum.
-            active = self._active_peers() | {self.member_id}
-            voters = [v for v in self.membership.voting() if v.id != mid]
-            if sum(v.id in active for v in voters) < len(voters) // 2 + 1:
-                raise ErrUnhealthy()
+            # etcd's mayRemoveMember: a member not connected at all is safe to remove;
+            # otherwise the voters connected for 5 s, less one, must keep a quorum.
+            now = self.clock()
+            silent = mid not in self.peer_last_seen or \
+                now - self.peer_last_seen[mid] > self.election_seconds
+            if mid == self.member_id or not silent:
+                active = self._active_peers() | {self.member_id}
+                voters = self.membership.voting()
+                if sum(v.id in active for v in voters) - 1 < 1 + (len(voters) - 1) // 2:
+                    raise ErrUnhealthy()
         cc = ConfChange(CONF_REMOVE_NODE, mid, b"")
         return self._members_resp(await self._propose_conf_change(cc))
 

@@ -31,6 +31,20 @@ def post(url: str, path: str, body: dict, timeout: float = 10) -> dict:
     return data
 
 
+def add_member(url: str, peer_url: str, timeout: float = 20) -> dict:
+    """member add, retried while the cluster is "unhealthy": as etcd, the leader adds a
+    voter only once every voter has been connected to it for 5 s (just started,
+    restarted or reconnected members do not count yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.post(url + "/v3/cluster/member/add", json={"peerURLs": [peer_url]},
+                          timeout=10)
+        if r.status_code == 200:
+            return r.json()
+        assert r.status_code == 503 and time.monotonic() < deadline, r.text
+        time.sleep(0.25)
+
+
 def put(url: str, key: str, value: str) -> dict:
     return post(url, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
 
@@ -180,7 +194,7 @@ def test_paused_leader_is_replaced_and_rejoins_without_split_brain(cluster):
 def test_add_a_fourth_member_then_remove_another(cluster):
     put(cluster.urls[0], "before-add", "x")
     newm = cluster.new_member("m3")
-    added = post(cluster.urls[1], "/v3/cluster/member/add", {"peerURLs": [newm.peer_url]})
+    added = add_member(cluster.urls[1], newm.peer_url)
     assert added["member"]["peerURLs"] == [newm.peer_url]
     assert len(added["members"]) == 4
     newm.start(timeout=30)
@@ -245,7 +259,7 @@ def test_member_behind_compacted_logs_catches_up_by_snapshot():
         # A member added now, after every snapshot so far: the leader's newest
         # snapshot predates it, so a new one is taken for it.
         newm = c.new_member("m3")
-        post(lead.url, "/v3/cluster/member/add", {"peerURLs": [newm.peer_url]})
+        add_member(lead.url, newm.peer_url)
         newm.start(timeout=30)
         c.members.append(newm)
         assert count(newm.url, "s/") == 600
@@ -288,9 +302,16 @@ def test_v2_members_and_stats(tmp_path):
         assert nl.status_code == 403 and nl.json() == {"message": "not current leader"}
         ml = requests.get(follower.url + "/v2/members/leader", timeout=10).json()
         assert ml["id"] == me["id"]
-        # A peer URL that a member has: refused when the change is applied.
-        r = requests.post(follower.url + "/v2/members", json={"peerURLs": [lead.peer_url]},
-                          timeout=10)
+        # A peer URL that a member has: refused when the change is applied (once every
+        # voter has been connected for 5 s: until then the cluster counts as unhealthy).
+        deadline = time.monotonic() + 20
+        while True:
+            r = requests.post(follower.url + "/v2/members", json={"peerURLs": [lead.peer_url]},
+                              timeout=10)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            assert r.json() == {"message": "etcdserver: unhealthy cluster"}
+            time.sleep(0.25)
         assert r.status_code == 409 and r.json() == {"message": "membership: peerURL exists"}
         # Add then delete through v2.
         newm = c.new_member("m3")
