@@ -7,6 +7,8 @@ runs instead so that the error text is exactly Go's.
 """
 from __future__ import annotations
 
+import re
+
 
 # ---------------------------------------------------------------------------
 # Go's encoding/json, encoding/base64 and strconv.Quote, as far as a client can
@@ -82,21 +84,27 @@ _GO_STR_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
                "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+# Everything Go's encoder does not copy as it is: quotes, backslashes, controls, the
+# HTML-unsafe <, >, &, the JavaScript line separators, and lone surrogates (Go
+# replaces invalid UTF-8 with U+FFFD).
+_GO_NEEDS_ESC = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
+
+
+def _go_escape(m) -> str:
+    ch = m.group()
+    e = _GO_STR_ESC.get(ch)
+    if e is not None:
+        return e
+    if ord(ch) < 0x20:
+        return "\\u%04x" % ord(ch)
+    return "\ufffd"
+
+
 def go_json_string(s: str) -> str:
     """A str as Go's json.Marshal writes it (HTML-safe escapes, \\u00XX controls)."""
-    out = ['"']
-    for ch in s:
-        e = _GO_STR_ESC.get(ch)
-        if e is not None:
-            out.append(e)
-        elif ord(ch) < 0x20:
-            out.append("\\u%04x" % ord(ch))
-        elif 0xD800 <= ord(ch) <= 0xDFFF:
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    if _GO_NEEDS_ESC.search(s) is None:
+        return '"' + s + '"'
+    return '"' + _GO_NEEDS_ESC.sub(_go_escape, s) + '"'
 
 
 class _Parser:

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
+from fastkv import requests
 from fastkv.errors import EtcdError
 from fastkv.v2store import V2Error
 from fastkv.v2store import errors as ec
 from fastkv.v2store.apply import V2_PREFIX
+from fastkv.api.gojson import go_json_string
+from fastkv.api.v2_cluster import _NOT_FOUND, _not_allowed
 from fastkv.v2store.wire import dumps
 
 KEYS_PREFIX = "/v2/keys"
@@ -125,35 +128,37 @@ def _trim(key: str) -> str:
     return key[len(V2_PREFIX):] if key.startswith(V2_PREFIX) else key
 
 
-def _trim_node(node: dict | None) -> None:
-    if node is None:
-        return
-    if "key" in node:
-        node["key"] = _trim(node["key"])
-        if not node["key"]:
-            del node["key"]
-    for child in node.get("nodes") or ():
-        _trim_node(child)
+def _node_json(node: dict) -> str:
+    """A node as etcd writes it, its keys without the /1 prefix (the root's key, then
+    "", is left out: omitempty). Written directly: answers are the hot path of reads."""
+    parts = []
+    for k, v in node.items():
+        if k == "key":
+            v = v[len(V2_PREFIX):] if v.startswith(V2_PREFIX) else v
+            if not v:
+                continue
+            parts.append('"key":' + go_json_string(v))
+        elif k == "nodes":
+            parts.append('"nodes":' + ("[" + ",".join(_node_json(c) for c in v) + "]"
+                                       if v is not None else "null"))
+        else:
+            parts.append(go_json_string(k) + ":" + dumps(v))
+    return "{" + ",".join(parts) + "}"
 
 
 def _event_body(ev, no_value: bool) -> bytes:
-    out = {}
+    """The event as etcd's writeKeyEvent sends it. etcd copies the event to trim its
+    keys, and its copy drops "refresh"; noValueOnSuccess leaves out the nodes of a
+    successful write."""
+    drop = no_value and ev.get("action") in ("set", "compareAndSwap", "create", "update")
+    parts = []
     for k, v in ev.items():
-        out[k] = _copy(v)
-    _trim_node(out.get("node"))
-    _trim_node(out.get("prevNode"))
-    if no_value and out.get("action") in ("set", "compareAndSwap", "create", "update"):
-        out.pop("node", None)
-        out.pop("prevNode", None)
-    return (dumps(out) + "\n").encode()
-
-
-def _copy(v):
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v
+        if k == "node" or k == "prevNode":
+            if not drop:
+                parts.append(f'"{k}":' + ("null" if v is None else _node_json(v)))
+        elif k != "refresh":
+            parts.append(go_json_string(k) + ":" + dumps(v))
+    return ("{" + ",".join(parts) + "}\n").encode()
 
 
 def _headers(server, etcd_index: int) -> list:
@@ -172,14 +177,12 @@ def _error(server, err: V2Error) -> tuple:
 
 
 async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = b""):
-    from fastkv.api.v2_cluster import _NOT_FOUND, _not_allowed
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     m = method.decode("latin-1")
     if m not in ("HEAD", "GET", "PUT", "POST", "DELETE"):
         return _not_allowed("GET", "HEAD", "POST", "PUT", "DELETE")
     raw_path, _, query = url.decode("latin-1").partition("?")
-    from urllib.parse import unquote
     path = unquote(raw_path)
     form_body = body.decode("latin-1") if m in ("PUT", "POST") and ctype.startswith(
         b"application/x-www-form-urlencoded") else ""
@@ -203,9 +206,10 @@ async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = 
 
 
 async def _propose(server, req: dict):
-    from fastkv import requests
-    payload = {k: v for k, v in req.items() if k not in ("wait", "waitIndex", "quorum",
-                                                          "stream")}
+    # only what apply_v2 reads, and only where it differs from the default (smaller
+    # log entries); prevExist and ttl mean something whenever present
+    payload = {k: v for k, v in req.items() if v or k in ("prevExist", "ttl")
+               if k not in ("wait", "waitIndex", "quorum", "stream")}
     payload["now"] = time.time_ns()
     try:
         result = await server._propose(requests.V2, payload)
