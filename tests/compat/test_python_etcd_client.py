@@ -79,3 +79,35 @@ def test_watches_cluster_info_and_lock(client):
     lock.release()
     assert other.acquire(lock_ttl=10, timeout=5) is True
     other.release()
+
+
+@pytest.mark.parametrize("kind", ["fastkv", pytest.param("etcd", marks=pytest.mark.etcd)])
+def test_reconnects_to_another_member_when_one_is_killed(kind):
+    """allow_reconnect: the client learns the members' client URLs (/v2/machines), and
+    when the member it talks to dies it goes on with another, reads and writes intact."""
+    from servers import Cluster
+    if kind == "fastkv":
+        cluster = Cluster(FastkvProcess, 3, extra_args=["--enable-v2"])
+    else:
+        cluster = Cluster(EtcdProcess, 3, extra_args=["--enable-v2=true"])
+    try:
+        cluster.start()
+        first = cluster.members[0]
+        c = etcd.Client(host="127.0.0.1", port=first.client_port, allow_reconnect=True,
+                        read_timeout=5)
+        assert sorted(c.machines) == sorted(cluster.urls)
+        assert sorted(c._machines_cache) == sorted(u for u in cluster.urls if u != first.url)
+        for i in range(5):
+            c.write(f"/svc/web/{i}", f"10.0.0.{i}:80", ttl=60)
+        idx = c.write("/config/mode", "a").modifiedIndex
+        first.kill()
+        # the next requests go to the surviving members: a write and reads of everything
+        c.write("/config/mode", "b", prevValue="a")
+        assert c.base_uri != first.url
+        assert c.read("/config/mode").value == "b"
+        assert sorted(ch.value for ch in c.read("/svc/web", recursive=True).children) == \
+            [f"10.0.0.{i}:80" for i in range(5)]
+        assert c.read("/config/mode", wait=True, waitIndex=idx + 1).value == "b"
+        assert sorted(c.machines) == sorted(cluster.urls)   # members, killed or not
+    finally:
+        cluster.stop()

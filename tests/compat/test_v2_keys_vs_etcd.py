@@ -7,7 +7,6 @@ membership (/0), so its first key gets a later index than fastkv's.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 
@@ -15,16 +14,17 @@ import pytest
 import requests
 
 from test_cluster_api_vs_etcd import pair  # noqa: F401 (fastkv and etcd, both --enable-v2)
+from v2index import IndexShift
 
 pytestmark = pytest.mark.etcd
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-class Side:
+class Side(IndexShift):
     def __init__(self, srv):
+        super().__init__(mask_ttl=False)   # the tests read TTLs from the bodies
         self.srv = srv
-        self.base = None     # the index of this side's first change
 
     def do(self, method: str, path: str, data: str | None = None):
         r = requests.request(method, self.srv.url + "/v2/keys" + path, data=data,
@@ -33,21 +33,7 @@ class Side:
         idx = r.headers.get("X-Etcd-Index")
         if self.base is None and r.status_code in (200, 201) and method != "GET":
             self.base = int(json.loads(body)["node"]["modifiedIndex"])
-        return r.status_code, self._norm(idx), self._norm_body(body)
-
-    def _shift(self, n: int) -> str:
-        return str(n - self.base + 1) if self.base is not None and n >= self.base else str(n)
-
-    def _norm(self, idx):
-        return None if idx is None else self._shift(int(idx))
-
-    def _norm_body(self, body: str) -> str:
-        body = re.sub(r'"(modifiedIndex|createdIndex|index)":(\d+)',
-                      lambda m: f'"{m.group(1)}":{self._shift(int(m.group(2)))}', body)
-        body = re.sub(r"\[(\d+) != (\d+)\]",   # a failed prevIndex: [given != the node's]
-                      lambda m: f"[{m.group(1)} != {self._shift(int(m.group(2)))}]", body)
-        return re.sub(r"/(\d{20})", lambda m: "/" + self._shift(int(m.group(1))).zfill(20),
-                      body)
+        return r.status_code, None if idx is None else str(self.shift(int(idx))), self.norm(body)
 
 
 SEQUENCE = [
