@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""fastkv vs etcd 3.4 on the client API: the v3 JSON gateway (wrk) and gRPC (h2load).
+"""fastkv vs etcd 3.4 on the client API: the v3 JSON gateway and v2 keys (wrk), and gRPC (h2load).
 
 Both servers are started the same way (tests/servers.py: same flags, loopback,
 free ports) on fresh data dirs under one data root, so both pay the same
@@ -11,6 +11,11 @@ labels like put/3m-follower). Runs alternate etcd, fastkv, etcd, fastkv...
 
   put    bench/wrk/put.lua    POST /v3/kv/put, a new key per request, 64-byte value
   range  bench/wrk/range.lua  POST /v3/kv/range, linearizable, on pre-loaded keys
+  v2-put bench/wrk/v2_put.lua PUT /v2/keys/bench/put/..., a new key per request (201)
+  v2-get bench/wrk/v2_get.lua GET /v2/keys/bench/range/<i> on pre-loaded keys
+
+(v2 runs start both servers with the v2 API on: fastkv --enable-v2, etcd
+--enable-v2=true; the others leave it off, both servers' default)
 
 and two gRPC workloads, driven by ``h2load -c<connections/4> -m<streams> -D<duration>``
 posting one prebuilt gRPC frame (5-byte prefix + protobuf) to etcd's method path:
@@ -56,7 +61,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 from servers import Cluster, EtcdProcess, FastkvProcess  # noqa: E402
 
 SERVERS = {"etcd": EtcdProcess, "fastkv": FastkvProcess}
-WORKLOADS = {"put": "put.lua", "range": "range.lua",
+WORKLOADS = {"put": "put.lua", "range": "range.lua", "v2-put": "v2_put.lua", "v2-get": "v2_get.lua",
              "grpc-put": "/etcdserverpb.KV/Put", "grpc-range": "/etcdserverpb.KV/Range"}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
@@ -218,6 +223,26 @@ def preload(url: str, n: int) -> None:
         raise RunFailed(f"preload: expected {n} keys, the server has {got.get('count')}")
 
 
+def preload_v2(url: str, n: int) -> None:
+    """The keys v2_get.lua reads: /v2/keys/bench/range/<i> with 64-byte values."""
+    def put(i: int) -> None:
+        req = urllib.request.Request(f"{url}/v2/keys/bench/range/{i}", method="PUT",
+                                     data=b"value=" + b"r" * 64,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            if r.status not in (200, 201):
+                raise RunFailed(f"v2 preload answered {r.status}")
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(n)))
+    with urllib.request.urlopen(f"{url}/v2/keys/bench/range", timeout=30) as r:
+        got = len(json.loads(r.read())["node"].get("nodes", []))
+    if got != n:
+        raise RunFailed(f"v2 preload: expected {n} keys, the server has {got}")
+
+
+V2_FLAGS = {"fastkv": ["--enable-v2"], "etcd": ["--enable-v2=true"]}
+
+
 def pick_target(cluster: Cluster, target: str):
     """The cluster's leader, or one of its followers, once they agree on a leader."""
     deadline = time.monotonic() + 30
@@ -267,11 +292,12 @@ def run_wrk(workload: str, srv, args) -> dict:
 def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
             target: str = "leader") -> dict:
     data_dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=data_root)
+    extra = V2_FLAGS[kind] if workload.startswith("v2-") else []
     cluster = None
     if members == 1:
-        srv = SERVERS[kind](data_dir=data_dir)
+        srv = SERVERS[kind](data_dir=data_dir, extra_args=extra)
     else:
-        cluster = Cluster(SERVERS[kind], members, data_root=data_dir)
+        cluster = Cluster(SERVERS[kind], members, extra_args=extra, data_root=data_dir)
     try:
         if cluster is None:
             srv.start(timeout=60)
@@ -280,6 +306,8 @@ def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
             srv = pick_target(cluster, target)
         if workload in ("range", "grpc-range"):
             preload(srv.url, args.range_keys)
+        elif workload == "v2-get":
+            preload_v2(srv.url, args.range_keys)
         if workload.startswith("grpc-"):
             result = run_h2load(workload, srv, args, tempfile.mkdtemp(prefix="h2load-", dir=data_root))
         else:
@@ -356,7 +384,7 @@ def main(argv=None) -> int:
                     help="runs per server and workload (default 3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--workloads", default="put,range,grpc-put,grpc-range")
+    ap.add_argument("--workloads", default="put,range,v2-put,v2-get,grpc-put,grpc-range")
     ap.add_argument("--streams", type=int, default=8,
                     help="h2load -m: concurrent streams per gRPC connection (default 8)")
     ap.add_argument("--servers", default="etcd,fastkv",

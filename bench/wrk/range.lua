@@ -1,4 +1,4 @@
--- POST /v3/kv/range (linearizable: the default) on keys bench/json_api.py
+-- POST /v3/kv/range (linearizable: the default) on keys bench/client_api.py
 -- loaded before the run: "bench/range/<i>" for i in [0, FASTKV_RANGE_KEYS).
 package.path = (os.getenv("FASTKV_WRK_DIR") or "bench/wrk") .. "/?.lua;" .. package.path
 require("common")
