@@ -113,6 +113,8 @@ FLAGS = [
          "Time (in milliseconds) of a heartbeat interval."),
     Flag("election-timeout", _positive_int, 1000,
          "Time (in milliseconds) for an election to timeout."),
+    Flag("force-new-cluster", _bool, False,
+         "Force to create a new one member cluster (from this member's data, or a backup)."),
     Flag("strict-reconfig-check", _bool, True,
          "Reject reconfiguration requests that would cause quorum loss."),
     Flag("experimental-snapshot-catchup-entries", _positive_int, 5000,
@@ -127,7 +129,7 @@ FLAGS = [
          "Maximum number of operations permitted in a transaction."),
     Flag("log-level", _log_level, "info",
          "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
-    Flag("enable-v2", _bool, False, "Accept etcd V2 client requests.", later="v2 API"),
+    Flag("enable-v2", _bool, False, "Accept etcd V2 client requests."),
     Flag("grpc-transport", _grpc_transport, "native",
          "fastkv: how gRPC is served on the client port: 'native' (HTTP/2 in the event "
          "loop) or 'grpcio' (grpc.aio behind a relay)."),
@@ -154,6 +156,7 @@ class Config:
     initial_cluster_token: str = "etcd-cluster"
     initial_cluster_token_given: bool = False
     strict_reconfig_check: bool = True
+    force_new_cluster: bool = False
     experimental_snapshot_catchup_entries: int = 5000
     snapshot_count: int = 100000
     heartbeat_interval: int = 100

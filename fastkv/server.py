@@ -165,6 +165,8 @@ class Server:
                     f"wal: entries start at {entries[0].index} but the newest snapshot is at "
                     f"{snap_index}: entries {snap_index + 1}..{entries[0].index - 1} are missing")
             hardstate = contents.hardstate
+            if cfg.force_new_cluster:
+                entries, hardstate = self._force_new_cluster(wal, snap_index, entries, hardstate)
             raft_log = RaftLog(snap_index, snap_term, entries)
             applied = snap_index
             log.info("restored member %x of cluster %x: snapshot at index %d, %d WAL entries "
@@ -228,6 +230,40 @@ class Server:
                              tick_seconds=cfg.heartbeat_interval / 1000.0,
                              on_fatal=self._on_fatal)
         self.ids = IdGenerator(self.member_id, int(time.time() * 1000))
+
+    def _force_new_cluster(self, wal: WAL, snap_index: int, entries: list[Entry],
+                           hardstate: HardState) -> tuple[list[Entry], HardState]:
+        """etcd's --force-new-cluster: keep the committed log, drop what was not
+        committed, and commit membership changes that leave this member alone (added
+        first if the data came from a backup made under another ID). The cluster ID
+        stays; the data is kept; other members are forgotten."""
+        committed = [e for e in entries if e.index <= hardstate.commit]
+        ids = set(self.membership.members)          # as of the snapshot
+        for e in committed:
+            if e.type == ENTRY_CONF_CHANGE:
+                cc = ConfChange.decode(e.data)
+                if cc.type in (CONF_ADD_NODE, CONF_ADD_LEARNER_NODE):
+                    ids.add(cc.node_id)
+                elif cc.type == CONF_REMOVE_NODE:
+                    ids.discard(cc.node_id)
+        term = hardstate.term
+        nxt = (committed[-1].index if committed else snap_index) + 1
+        new = []
+        if self.member_id not in ids:
+            m = Member(self.member_id, "", list(self.cfg.initial_advertise_peer_urls))
+            new.append(Entry(term, nxt, ENTRY_CONF_CHANGE,
+                             ConfChange(CONF_ADD_NODE, self.member_id, encode_context(m)).encode()))
+            nxt += 1
+        for mid in sorted(ids - {self.member_id}):
+            new.append(Entry(term, nxt, ENTRY_CONF_CHANGE,
+                             ConfChange(CONF_REMOVE_NODE, mid, b"").encode()))
+            nxt += 1
+        hardstate = HardState(term, hardstate.vote, nxt - 1)
+        wal.save_sync(new, hardstate)   # new entries replace an uncommitted tail
+        log.warning("--force-new-cluster: member %x of cluster %x now stands alone "
+                    "(%d other members removed at index %d)", self.member_id, self.cluster_id,
+                    len(ids - {self.member_id}), nxt - 1)
+        return committed + new, hardstate
 
     def _restore_state(self, state: dict, blobs: list[bytes]) -> None:
         """Load a snapshot's state: leases first (restoring the store re-attaches keys)."""

@@ -124,6 +124,7 @@ class WAL:
         self.bytes_since_snapshot = 0   # record bytes after the newest snapshot marker
         self.fsyncs = 0
         self.failed: BaseException | None = None  # a write or fsync error: no more writes
+        self._read_only = False     # replaying for a tool: repair nothing
 
     # ---- creation and opening -------------------------------------------------
 
@@ -158,12 +159,30 @@ class WAL:
     def open(cls, wal_dir: str, segment_bytes: int = SEGMENT_BYTES
              ) -> tuple["WAL", WALContents]:
         """Read every segment, repair a torn tail, and return the WAL ready to append."""
+        wal, contents = cls._replay_all(wal_dir, segment_bytes, read_only=False)
+        wal._fd = os.open(wal._segments[-1][2], os.O_RDWR)
+        # After a crash of the process (not the machine) the last writes may sit in the
+        # page cache, fsync never confirmed: make them durable before trusting them.
+        os.fdatasync(wal._fd)
+        return wal, contents
+
+    @classmethod
+    def read_all(cls, wal_dir: str) -> WALContents:
+        """Replay without repairing anything or opening for writing (etcd's OpenForRead),
+        for tools that read a WAL a running member may be appending to: an unfinished
+        last write is left out, not truncated."""
+        return cls._replay_all(wal_dir, SEGMENT_BYTES, read_only=True)[1]
+
+    @classmethod
+    def _replay_all(cls, wal_dir: str, segment_bytes: int, read_only: bool
+                    ) -> tuple["WAL", WALContents]:
         names = sorted((parse_segment_name(n), n) for n in os.listdir(wal_dir)
                        if parse_segment_name(n))
         if not names:
             raise StorageCorruption(f"wal: no segment files in {wal_dir}")
         contents = WALContents()
         wal = cls(wal_dir, {}, segment_bytes)
+        wal._read_only = read_only
         last_seq = None
         for pos, ((seq, first_index), name) in enumerate(names):
             if last_seq is not None and seq != last_seq + 1:
@@ -180,10 +199,6 @@ class WAL:
         wal.metadata = contents.metadata
         wal._hardstate = contents.hardstate
         wal._last_index = contents.entries[-1].index if contents.entries else contents.snapshot_index
-        wal._fd = os.open(wal._segments[-1][2], os.O_RDWR)
-        # After a crash of the process (not the machine) the last writes may sit in the
-        # page cache, fsync never confirmed: make them durable before trusting them.
-        os.fdatasync(wal._fd)
         return wal, contents
 
     def _replay_segment(self, path: str, is_last: bool, contents: WALContents) -> int:
@@ -265,7 +280,7 @@ class WAL:
         # Whatever non-zero bytes lie past the end are the remains of an unacknowledged
         # write: zero them, so later appends never sit in front of stale records.
         dirty_end = len(bytes(buf).rstrip(b"\0"))
-        if dirty_end <= end:
+        if dirty_end <= end or (self._read_only and is_last):
             return
         if not is_last:
             raise StorageCorruption(
