@@ -455,6 +455,15 @@ del F
 
 def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
          interrupt_kills: bool = True) -> int:
+    # etcdctl's main.go: ETCDCTL_API picks the mode; "" or "3" is this one
+    apiv = os.environ.get("ETCDCTL_API", "")
+    if apiv == "2":
+        os.environ.pop("ETCDCTL_API")  # etcdctl unsets it: exec-watch's commands never see it
+        from fastkv.cli.v2.main import main as main_v2
+        return main_v2(argv, stdin, stdout, stderr, interrupt_kills)
+    if apiv not in ("", "3"):
+        (stderr or sys.stderr).write(f"unsupported API version {apiv}\n")
+        return EXIT_ERROR
     if argv is None:  # run as a program: die quietly on a closed pipe, as Go programs do
         argv = sys.argv[1:]
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
