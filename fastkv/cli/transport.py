@@ -19,6 +19,8 @@ import socket
 import time
 from typing import Any, Iterator
 
+from fastkv.cli.nosigpipe import no_sigpipe
+
 # int64/uint64 fields the gateway prints as JSON strings (grpc-gateway's proto3 JSON).
 INT_FIELDS = frozenset({
     "cluster_id", "member_id", "revision", "raft_term",
@@ -163,8 +165,9 @@ class GatewayClient:
                 raise DeadlineExceeded()
             conn.sock.settimeout(remaining)
             try:
-                conn.request("POST", path, body=payload,
-                             headers=self._headers())
+                with no_sigpipe():   # a TLS server that refused our certificate may be gone
+                    conn.request("POST", path, body=payload,
+                                 headers=self._headers())
                 resp = conn.getresponse()
                 data = resp.read()
             except socket.timeout:
@@ -193,8 +196,9 @@ class GatewayClient:
         deadline = time.monotonic() + self.dial_timeout + (timeout or self.command_timeout)
         conn = self._open(deadline, fresh=True, read_timeout=timeout)
         try:
-            conn.request("POST", path, body=json.dumps(body).encode(),
-                         headers=self._headers())
+            with no_sigpipe():
+                conn.request("POST", path, body=json.dumps(body).encode(),
+                             headers=self._headers())
             resp = conn.getresponse()
             if resp.status != 200:
                 self._check(resp.status, resp.read())

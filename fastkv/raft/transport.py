@@ -140,11 +140,13 @@ def _close(writer: asyncio.StreamWriter | None) -> None:
 
 
 async def _dial(urls: list[str], hello: bytes, *, max_frame: int, timeout: float,
-                client_ssl=None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, int]:
+                client_ssl=None, tls_check=None
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, int]:
     """Connect to the first URL that accepts a TCP connection and do the
     handshake. Returns (reader, writer, their cluster ID, their member ID).
     A refused handshake raises HandshakeError at once (the other URLs are
-    the same member)."""
+    the same member). For https URLs, ``await tls_check(transport, False)``
+    may refuse the other member's certificate (a reason string: HandshakeError)."""
     last: BaseException = ConnectionError("no peer URLs")
     for url in urls:
         try:
@@ -164,6 +166,10 @@ async def _dial(urls: list[str], hello: bytes, *, max_frame: int, timeout: float
                 f"{url}: dial timed out after {timeout}s")
             continue
         try:
+            if tls and tls_check is not None:
+                reason = await tls_check(writer.transport, False)
+                if reason:
+                    raise HandshakeError(f"{url}: {reason}")
             writer.write(codec.encode_frame(FRAME_HELLO, hello))
             ftype, body = await asyncio.wait_for(read_frame(reader, max_frame), timeout)
             if ftype == FRAME_ERROR:
@@ -186,7 +192,7 @@ async def _dial(urls: list[str], hello: bytes, *, max_frame: int, timeout: float
 
 async def fetch_cluster(urls: list[str], kind: str = "members", payload: Any = None, *,
                         timeout: float = 5.0, member_id: int = 0, client_ssl=None,
-                        max_frame: int = DEFAULT_MAX_FRAME) -> tuple[int, Any]:
+                        tls_check=None, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[int, Any]:
     """Ask a member of a cluster whose ID we do not know yet (hello with cluster
     ID 0, so only public kinds are answered). Returns (cluster ID, result)
     from the first URL that answers; raises the last error if none does."""
@@ -197,7 +203,8 @@ async def fetch_cluster(urls: list[str], kind: str = "members", payload: Any = N
         try:
             async with asyncio.timeout(timeout):
                 reader, writer, cid, _mid = await _dial(
-                    [url], hello, max_frame=max_frame, timeout=timeout, client_ssl=client_ssl)
+                    [url], hello, max_frame=max_frame, timeout=timeout, client_ssl=client_ssl,
+                    tls_check=tls_check)
                 writer.write(codec.encode_frame(FRAME_CALL, marshal.dumps((1, kind, payload))))
                 ftype, body = await read_frame(reader, max_frame)
                 if ftype == FRAME_ERROR:
@@ -284,8 +291,9 @@ class _CallConn:
 class PeerTransport:
     def __init__(self, member_id: int, cluster_id: int, on_message: Callable[[Message], None], *,
                  snap_dir: str, snapshot_path: Callable[[int], str | None], ssl=None,
-                 client_ssl=None, max_frame: int = DEFAULT_MAX_FRAME, dial_timeout: float = 1.0,
-                 queue_cap: int = QUEUE_CAP, logger: logging.Logger | None = None):
+                 client_ssl=None, tls_check=None, max_frame: int = DEFAULT_MAX_FRAME,
+                 dial_timeout: float = 1.0, queue_cap: int = QUEUE_CAP,
+                 logger: logging.Logger | None = None):
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.on_message = on_message
@@ -293,6 +301,9 @@ class PeerTransport:
         self.snapshot_path = snapshot_path
         self.ssl = ssl                  # server-side SSLContext for https listen URLs
         self.client_ssl = client_ssl    # client-side SSLContext for https peer URLs
+        # async (transport, server_side) -> refusal reason or None: etcd's checks of the
+        # other member's certificate after a TLS handshake (fastkv.tlsconfig.ServerTLS)
+        self.tls_check = tls_check
         self.max_frame = max_frame
         self.dial_timeout = dial_timeout
         self.queue_cap = queue_cap
@@ -364,9 +375,19 @@ class PeerTransport:
                 host, port, tls = parse_peer_url(url)
                 if tls and self.ssl is None:
                     raise ValueError(f"{url}: https listen URL but no TLS configured")
-                server = await asyncio.start_server(
-                    self._handle_conn, host, port, ssl=self.ssl if tls else None,
-                    limit=READ_LIMIT, reuse_address=True)
+                if tls:   # refused handshakes are logged (fastkv.tlsserver)
+                    from fastkv.tlsserver import start_tls_server
+                    loop = asyncio.get_running_loop()
+
+                    def factory():
+                        reader = asyncio.StreamReader(limit=READ_LIMIT, loop=loop)
+                        return asyncio.StreamReaderProtocol(reader, self._handle_conn, loop=loop)
+
+                    server = await start_tls_server(factory, host, port, self.ssl,
+                                                    logger=self.log)
+                else:
+                    server = await asyncio.start_server(
+                        self._handle_conn, host, port, limit=READ_LIMIT, reuse_address=True)
                 self._servers.append(server)
                 for sock in server.sockets:
                     self.listen_addresses.append(sock.getsockname()[:2])
@@ -473,7 +494,8 @@ class PeerTransport:
 
     async def _dial_peer(self, peer: _Peer):
         return await _dial(peer.urls, self._hello(peer.id), max_frame=self.max_frame,
-                           timeout=self.dial_timeout, client_ssl=self.client_ssl)
+                           timeout=self.dial_timeout, client_ssl=self.client_ssl,
+                           tls_check=self.tls_check)
 
     def _close_stream(self, peer: _Peer) -> None:
         if peer.stream_task is not None:
@@ -648,6 +670,14 @@ class PeerTransport:
         peer: _Peer | None = None
         frm = 0
         try:
+            if self.tls_check is not None and writer.get_extra_info("ssl_object") is not None:
+                # before anything of the connection is read (etcd refuses at the handshake)
+                reason = await self.tls_check(writer.transport, True)
+                if reason:
+                    self.log.info('rejected connection from "%s" (error "%s", ServerName "")',
+                                  where, reason)
+                    writer.write(_error_frame(reason))
+                    return
             try:
                 ftype, body = await asyncio.wait_for(read_frame(reader, self.max_frame),
                                                      max(self.dial_timeout, 5.0))
