@@ -1,9 +1,11 @@
 """etcd's v2 cluster endpoints: /v2/members, /v2/machines, /v2/stats/{self,leader}.
 
 Served, as by etcd 3.4, only with --enable-v2 (else 404). A handler is
-``async (server, method, url, body) -> (status, headers, body)``; answers are
-JSON written by Go's json.Encoder (so they end with a newline), errors are
-httptypes.HTTPError bodies ``{"message": ...}``.
+``async (server, method, url, body, ctype, hreq) -> (status, headers, body)``
+(``hreq``: the HTTP request, whose ``authorization`` and ``peer_cn`` the v2 auth
+checks read); answers are JSON written by Go's json.Encoder (so they end with a
+newline), errors are httptypes.HTTPError bodies ``{"message": ...}``. Member
+changes need the root role once v2 auth is on (fastkv/api/v2_auth.py).
 """
 from __future__ import annotations
 
@@ -81,11 +83,15 @@ def _bad_content_type(ctype: bytes, hdr):
 
 
 async def members(server, method: bytes, url: bytes, body: bytes,
-                  ctype: bytes = b""):
+                  ctype: bytes = b"", hreq=None):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method not in (b"GET", b"POST", b"DELETE", b"PUT"):
         return _not_allowed("GET", "POST", "DELETE", "PUT")
+    if method != b"GET":   # etcd's hasWriteRootAccess: changes need root once v2 auth is on
+        from fastkv.api.v2_auth import has_root_access, write_no_auth
+        if not await has_root_access(server, hreq):
+            return write_no_auth()
     hdr = _cluster_header(server)
     path = url.split(b"?", 1)[0].decode("latin-1")
     sub = path[len("/v2/members"):].lstrip("/")
@@ -154,7 +160,7 @@ def _membership_text(err: EtcdError) -> str:
 
 
 async def machines(server, method: bytes, url: bytes, body: bytes,
-                  ctype: bytes = b""):
+                  ctype: bytes = b"", hreq=None):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method not in (b"GET", b"HEAD"):
@@ -164,7 +170,7 @@ async def machines(server, method: bytes, url: bytes, body: bytes,
 
 
 async def stats_self(server, method: bytes, url: bytes, body: bytes,
-                  ctype: bytes = b""):
+                  ctype: bytes = b"", hreq=None):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method != b"GET":
@@ -173,7 +179,7 @@ async def stats_self(server, method: bytes, url: bytes, body: bytes,
 
 
 async def stats_store(server, method: bytes, url: bytes, body: bytes,
-                      ctype: bytes = b""):
+                      ctype: bytes = b"", hreq=None):
     """The v2 store's member-local counters (getsSuccess, setsFail, ..., watchers)."""
     if not server.cfg.enable_v2:
         return _NOT_FOUND
@@ -183,7 +189,7 @@ async def stats_store(server, method: bytes, url: bytes, body: bytes,
 
 
 async def stats_leader(server, method: bytes, url: bytes, body: bytes,
-                  ctype: bytes = b""):
+                  ctype: bytes = b"", hreq=None):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     if method != b"GET":
@@ -208,4 +214,7 @@ def resolve(path: str):
         return stats_leader
     if path == "/v2/stats/store":
         return stats_store
+    if path.startswith("/v2/auth/"):
+        from fastkv.api.v2_auth import resolve as resolve_auth
+        return resolve_auth(path)
     return None

@@ -2,7 +2,8 @@
 
 Translation only, as etcd's v2http keysHandler: parse the form (query and
 url-encoded body; the body wins, as Go's r.Form) into a v2 request, refuse bad
-parameters with etcd's form errors, then
+parameters with etcd's form errors, check access once v2 auth is on
+(fastkv/api/v2_auth.py: 401 "Insufficient credentials"), then
 
 * GET/HEAD read the local store (``quorum=true``: through the log, as QGET);
   ``wait=true`` waits for the next matching event (or one from the history
@@ -29,6 +30,7 @@ from fastkv.v2store import errors as ec
 from fastkv.v2store.apply import V2_PREFIX
 from fastkv.api.gojson import go_json_string
 from fastkv.api.v2_cluster import _NOT_FOUND, _not_allowed
+from fastkv.api.v2_auth import has_key_access_enabled
 from fastkv.v2store.wire import dumps
 
 KEYS_PREFIX = "/v2/keys"
@@ -176,7 +178,8 @@ def _error(server, err: V2Error) -> tuple:
     return err.status, hdrs, (err.to_json() + "\n").encode()
 
 
-async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = b""):
+async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = b"",
+                 hreq=None):
     if not server.cfg.enable_v2:
         return _NOT_FOUND
     m = method.decode("latin-1")
@@ -188,6 +191,10 @@ async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = 
         b"application/x-www-form-urlencoded") else ""
     try:
         req, no_value = parse(m, path, query, form_body)
+        # etcd's hasKeyPrefixAccess (one counted read of /2/enabled while auth is off)
+        if server.v2auth.enabled() and not await has_key_access_enabled(
+                server, hreq, m, path[len(KEYS_PREFIX):], req["recursive"]):
+            return _error(server, V2Error(ec.UNAUTHORIZED, "Insufficient credentials", 0))
         if m in ("GET", "HEAD") and req["wait"]:
             # etcd: 200 and the watch's start index at once, then the event(s), chunked
             start_index, events = _watch(server, req, no_value)

@@ -28,6 +28,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+from fastkv.cli.nosigpipe import no_sigpipe
 from fastkv.cli.v2 import gostd
 from fastkv.cli.v2.gostd import URL
 
@@ -190,6 +191,13 @@ class Transport:
 
     def round_trip(self, req: Request, ctx: Context, header_deadline: float | None,
                    endpoint: str) -> HTTPResponse:
+        # a TLS server that refused our certificate (or its absence) after the handshake
+        # may be gone by the time we write: EPIPE, not SIGPIPE (see fastkv.cli.nosigpipe)
+        with no_sigpipe():
+            return self._round_trip(req, ctx, header_deadline, endpoint)
+
+    def _round_trip(self, req: Request, ctx: Context, header_deadline: float | None,
+                    endpoint: str) -> HTTPResponse:
         """One request and its response. ``header_deadline``: the answer's headers must
         come by then; ``ctx``: everything must be done by its deadline."""
         u = req.url

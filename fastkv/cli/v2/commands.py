@@ -772,9 +772,3 @@ def backup_command(c: CliContext) -> None:
         _go_log(c, str(e))
         raise OsExit(1) from None
 
-
-def not_implemented(name: str):
-    """A command of etcdctl's table that fastkvctl does not offer yet."""
-    def action(c: CliContext) -> None:
-        handle_error(c, EXIT_BAD_ARGS, CommandError(f"{name} is not supported by fastkvctl yet"))
-    return action

@@ -2,8 +2,7 @@
 command table, as etcdctl/ctlv2/ctl.go declares them.
 
 The table is etcdctl's, in etcdctl's order, because the help text lists it.
-``user``, ``role`` and ``auth`` are declared (names, usage, flags and subcommands,
-so help is right) and answer "not supported yet" until v2 auth is written.
+``user``, ``role`` and ``auth`` are in fastkv/cli/v2/auth_commands.py.
 """
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import os
 import signal
 import sys
 
+from fastkv.cli.v2 import auth_commands as auth_cmd
 from fastkv.cli.v2 import commands as cmd
 from fastkv.cli.v2.flags import (
     IO, App, BoolFlag, Command, DurationFlag, IntFlag, OsExit, StringFlag, StringSliceFlag)
@@ -42,7 +42,6 @@ TTL = IntFlag("ttl", 0, "key time-to-live in seconds")
 
 def command_table() -> list[Command]:
     """ctl.go's app.Commands (fresh objects: the App mutates them while running)."""
-    todo = cmd.not_implemented
     return [
         Command("backup", "backup an etcd directory", " ", flags=[
             StringFlag("data-dir", "", "Path to the etcd data dir"),
@@ -112,39 +111,39 @@ def command_table() -> list[Command]:
                     action=cmd.member_update),
         ]),
         Command("user", "user add, grant and revoke subcommands", subcommands=[
-            Command("add", "add a new user for the etcd cluster", "<user>", action=todo("user add")),
-            Command("get", "get details for a user", "<user>", action=todo("user get")),
-            Command("list", "list all current users", "<user>", action=todo("user list")),
-            Command("remove", "remove a user for the etcd cluster", "<user>", action=todo("user remove")),
+            Command("add", "add a new user for the etcd cluster", "<user>", action=auth_cmd.user_add),
+            Command("get", "get details for a user", "<user>", action=auth_cmd.user_get),
+            Command("list", "list all current users", "<user>", action=auth_cmd.user_list),
+            Command("remove", "remove a user for the etcd cluster", "<user>", action=auth_cmd.user_remove),
             Command("grant", "grant roles to an etcd user", "<user>",
                     flags=[StringSliceFlag("roles", "List of roles to grant or revoke")],
-                    action=todo("user grant")),
+                    action=auth_cmd.user_grant),
             Command("revoke", "revoke roles for an etcd user", "<user>",
                     flags=[StringSliceFlag("roles", "List of roles to grant or revoke")],
-                    action=todo("user revoke")),
-            Command("passwd", "change password for a user", "<user>", action=todo("user passwd")),
+                    action=auth_cmd.user_revoke),
+            Command("passwd", "change password for a user", "<user>", action=auth_cmd.user_passwd),
         ]),
         Command("role", "role add, grant and revoke subcommands", subcommands=[
-            Command("add", "add a new role for the etcd cluster", "<role> ", action=todo("role add")),
-            Command("get", "get details for a role", "<role>", action=todo("role get")),
-            Command("list", "list all roles", " ", action=todo("role list")),
-            Command("remove", "remove a role from the etcd cluster", "<role>", action=todo("role remove")),
+            Command("add", "add a new role for the etcd cluster", "<role> ", action=auth_cmd.role_add),
+            Command("get", "get details for a role", "<role>", action=auth_cmd.role_get),
+            Command("list", "list all roles", " ", action=auth_cmd.role_list),
+            Command("remove", "remove a role from the etcd cluster", "<role>", action=auth_cmd.role_remove),
             Command("grant", "grant path matches to an etcd role", "<role>", flags=[
                 StringFlag("path", "", "Path granted for the role to access"),
                 BoolFlag("read", "Grant read-only access"),
                 BoolFlag("write", "Grant write-only access"),
                 BoolFlag("readwrite, rw", "Grant read-write access"),
-            ], action=todo("role grant")),
+            ], action=auth_cmd.role_grant),
             Command("revoke", "revoke path matches for an etcd role", "<role>", flags=[
                 StringFlag("path", "", "Path revoked for the role to access"),
                 BoolFlag("read", "Revoke read access"),
                 BoolFlag("write", "Revoke write access"),
                 BoolFlag("readwrite, rw", "Revoke read-write access"),
-            ], action=todo("role revoke")),
+            ], action=auth_cmd.role_revoke),
         ]),
         Command("auth", "overall auth controls", subcommands=[
-            Command("enable", "enable auth access controls", " ", action=todo("auth enable")),
-            Command("disable", "disable auth access controls", " ", action=todo("auth disable")),
+            Command("enable", "enable auth access controls", " ", action=auth_cmd.auth_enable),
+            Command("disable", "disable auth access controls", " ", action=auth_cmd.auth_disable),
         ]),
     ]
 
