@@ -8,6 +8,7 @@ import sys
 
 from fastkv import config
 from fastkv.errors import ErrStopped, StorageCorruption
+from fastkv.tlsconfig import TLSConfigError
 
 log = logging.getLogger("fastkv")
 
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(cfg))
     except StorageCorruption as exc:
         print(f"fastkv: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except TLSConfigError as exc:   # etcd's start-up refusals (fastkv/tlsconfig.py)
+        print(f"fastkv: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"fastkv: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastkv import requests
 from fastkv.alarms import ALARM_CORRUPT, ALARM_NOSPACE, AlarmStore
 from fastkv.auth import AuthStore
+from fastkv.auth.enforce import check_entry
 from fastkv.errors import ErrCorrupt, ErrLeaseNotFound, ErrNoSpace, EtcdError
 from fastkv.membership import Membership
 from fastkv.mvcc.lease import Lessor
@@ -41,11 +42,15 @@ class Applier:
         self.applied_term = entry.term
         if not entry.data:
             return 0, None
-        req_id, kind, payload = requests.decode(entry.data)
+        req_id, kind, payload, who = requests.decode_with_auth(entry.data)
         store = self.store
         try:
             if self.alarms.active:
                 self._check_alarms(kind, payload)
+            if self.auth.enabled:
+                # etcd's authApplierV3: the proposer's identity, checked against the
+                # auth store as of this entry (refused if it changed since: old revision)
+                check_entry(self.auth, self.lessor, kind, payload, who)
             if kind == requests.PUT:
                 resp, events = store.put(payload)
             elif kind == requests.DELETE_RANGE:

@@ -58,11 +58,40 @@ def _as_unknown(err: EtcdError) -> EtcdError:
     return EtcdError(err.message, GrpcCode.UNKNOWN)
 
 
+class _AsCaller:
+    """The server's KV API with one caller's credentials on every call: etcd's recipes
+    run through its in-process client with the caller's context, so every range, txn,
+    delete, lease grant and watch they make is checked as the caller's own."""
+
+    def __init__(self, server, creds):
+        self._server = server
+        self._creds = creds
+
+    async def range(self, req: dict) -> dict:
+        return await self._server.range(req, self._creds)
+
+    async def txn(self, req: dict) -> dict:
+        return await self._server.txn(req, self._creds)
+
+    async def delete_range(self, req: dict) -> dict:
+        return await self._server.delete_range(req, self._creds)
+
+    async def lease_grant(self, req: dict) -> dict:
+        return await self._server.lease_grant(req, self._creds)
+
+    def watch_stream(self):
+        return self._server.watch_stream(self._creds)
+
+
 class Recipes:
     """Locks and elections over a fastkv.server.Server."""
 
     def __init__(self, server):
         self.server = server
+
+    def as_caller(self, creds) -> "Recipes":
+        """These recipes acting with a caller's credentials (fastkv.auth.identity)."""
+        return self if creds is None else Recipes(_AsCaller(self.server, creds))
 
     # ------------------------------------------------------------- sessions
 

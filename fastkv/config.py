@@ -74,6 +74,22 @@ def _log_level(text: str) -> str:
     return text
 
 
+def _cipher_suites(text: str) -> list[str]:
+    """Go cipher suite names, comma-separated (checked at start-up, as etcd)."""
+    return text.split(",") if text else []
+
+
+def _auth_token(text: str) -> str:
+    """--auth-token, checked as etcd's NewTokenProvider would (the key files are read);
+    the server builds the provider from the text."""
+    from fastkv.auth.jwt_tokens import AuthOptionsError, token_provider
+    try:
+        token_provider(text, 300)
+    except AuthOptionsError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
 def _positive_int(text: str) -> int:
     v = int(text, 10)
     if v < 0:
@@ -134,9 +150,38 @@ FLAGS = [
          "fastkv: how gRPC is served on the client port: 'native' (HTTP/2 in the event "
          "loop) or 'grpcio' (grpc.aio behind a relay)."),
     Flag("bcrypt-cost", _positive_int, 10,
-         "Specify the cost / strength of the password hashing algorithm (4-31)."),
+         "Specify bcrypt algorithm cost factor for auth password hashing."),
+    Flag("auth-token", _auth_token, "simple",
+         "Specify auth token specific options (simple, or "
+         "jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG,ttl=DURATION)."),
     Flag("auth-token-ttl", _positive_int, 300,
          "The lifetime in seconds of the auth token."),
+    # security (TLS: fastkv/tlsconfig.py builds the contexts and makes etcd's checks)
+    Flag("cert-file", str, "", "Path to the client server TLS cert file."),
+    Flag("key-file", str, "", "Path to the client server TLS key file."),
+    Flag("client-cert-auth", _bool, False, "Enable client cert authentication."),
+    Flag("client-crl-file", str, "", "Path to the client certificate revocation list file."),
+    Flag("client-cert-allowed-hostname", str, "",
+         "Allowed TLS hostname for client cert authentication."),
+    Flag("trusted-ca-file", str, "", "Path to the client server TLS trusted CA cert file."),
+    Flag("auto-tls", _bool, False, "Client TLS using generated certificates."),
+    Flag("peer-cert-file", str, "", "Path to the peer server TLS cert file."),
+    Flag("peer-key-file", str, "", "Path to the peer server TLS key file."),
+    Flag("peer-client-cert-auth", _bool, False, "Enable peer client cert authentication."),
+    Flag("peer-trusted-ca-file", str, "", "Path to the peer server TLS trusted CA file."),
+    Flag("peer-cert-allowed-cn", str, "",
+         "Required CN for client certs connecting to the peer endpoint."),
+    Flag("peer-cert-allowed-hostname", str, "",
+         "Allowed TLS hostname for inter peer authentication."),
+    Flag("peer-auto-tls", _bool, False,
+         "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file "
+         "are not provided."),
+    Flag("peer-crl-file", str, "", "Path to the peer certificate revocation list file."),
+    Flag("cipher-suites", _cipher_suites, [],
+         "Comma-separated list of supported TLS cipher suites between client/server and peers "
+         "(empty will be auto-populated by Go)."),
+    Flag("experimental-peer-skip-client-san-verification", _bool, False,
+         "Skip verification of SAN field in client certificate for peer connections."),
 ]
 FLAGS_BY_NAME = {f.name: f for f in FLAGS}
 
@@ -173,6 +218,25 @@ class Config:
     grpc_transport: str = "native"
     bcrypt_cost: int = 10
     auth_token_ttl: int = 300
+    auth_token: str = "simple"
+    # TLS (fastkv/tlsconfig.py)
+    cert_file: str = ""
+    key_file: str = ""
+    client_cert_auth: bool = False
+    client_crl_file: str = ""
+    client_cert_allowed_hostname: str = ""
+    trusted_ca_file: str = ""
+    auto_tls: bool = False
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_client_cert_auth: bool = False
+    peer_trusted_ca_file: str = ""
+    peer_cert_allowed_cn: str = ""
+    peer_cert_allowed_hostname: str = ""
+    peer_auto_tls: bool = False
+    peer_crl_file: str = ""
+    cipher_suites: list = dataclasses.field(default_factory=list)
+    experimental_peer_skip_client_san_verification: bool = False
 
 
 def usage() -> str:

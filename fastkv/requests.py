@@ -31,10 +31,23 @@ AUTH_OPS = frozenset({"auth_enable", "auth_disable", "authenticate", "user_add",
                       "role_revoke_permission"})
 
 
-def encode(req_id: int, kind: str, payload: dict) -> bytes:
-    return marshal.dumps((req_id, kind, payload), MARSHAL_VERSION)
+def encode(req_id: int, kind: str, payload: dict, auth: tuple | None = None) -> bytes:
+    """``auth`` is the proposer's identity, ``(user name, auth revision)`` (etcd's
+    RequestHeader.Username and AuthRevision), for the checks made when the entry is
+    applied; left out when the request carries none."""
+    if auth is None:
+        return marshal.dumps((req_id, kind, payload), MARSHAL_VERSION)
+    return marshal.dumps((req_id, kind, payload, tuple(auth)), MARSHAL_VERSION)
 
 
 def decode(data: bytes) -> tuple[int, str, dict]:
-    req_id, kind, payload = marshal.loads(data)
-    return req_id, kind, payload
+    t = marshal.loads(data)
+    return t[0], t[1], t[2]
+
+
+def decode_with_auth(data: bytes) -> tuple[int, str, dict, tuple | None]:
+    """(request id, kind, payload, identity or None)."""
+    t = marshal.loads(data)
+    if len(t) == 3:
+        return t[0], t[1], t[2], None
+    return t[0], t[1], t[2], t[3]

@@ -22,16 +22,22 @@ from urllib.parse import urlsplit
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
 from fastkv.alarms import ACTION_GET, AlarmStore
 from fastkv.apply import Applier, store_state_from_snapshot
-from fastkv.auth import AuthStore, SimpleTokens, hash_password, new_salt
+from fastkv.auth import AuthStore, hash_password, new_salt, normalize_cost
+from fastkv.auth import enforce
+from fastkv.auth.identity import identify
+from fastkv.auth.jwt_tokens import token_provider
 from fastkv.concurrency import Recipes
 from fastkv.v2store import V2Store
 from fastkv.v2store.apply import NAMESPACES as V2_NAMESPACES
+from fastkv.v2auth import V2AuthStore
+from fastkv import tlsconfig
 from fastkv.config import Config
 from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
                            ErrMemberBadURLs, ErrMemberNotEnoughStarted, ErrMemberNotFound,
                            ErrMemberNotLearner, ErrNotLeader, ErrRequestTooLarge, ErrStopped,
                            ErrTimeout, ErrTimeoutDueToLeaderFail, ErrUnhealthy, EtcdError,
                            StorageCorruption, error_named)
+from fastkv.errors import ErrAuthFailed, ErrNoPasswordUser
 from fastkv.identity import IdGenerator, cluster_id, member_id
 from fastkv.membership import ErrIDRemoved, Member, Membership, encode_context, new_member_id
 from fastkv.mvcc import validation
@@ -56,6 +62,7 @@ HEALTH_INTERVAL = 5.0            # etcd: a peer heard from within this is "activ
 READ_INDEX_RETRY_SECONDS = 0.5   # etcd's readIndexRetryTime
 LEARNER_READY_PERCENT = 0.9      # etcd: a learner within 90% of the leader's log may be promoted
 MAX_INT63 = (1 << 63) - 1
+AUTH_FAILURE_DELAY = 0.2         # a failed Authenticate answers after this (slows guessing)
 
 
 def min_lease_ttl(cfg: Config) -> int:
@@ -83,6 +90,10 @@ class Server:
     def __init__(self, cfg: Config, clock=time.monotonic):
         self.cfg = cfg
         self.clock = clock
+        # TLS contexts of the client and peer ports (fastkv/tlsconfig.py; raises
+        # TLSConfigError at start-up as etcd refuses). self.tls.client.client_cert_auth
+        # is etcd's ClientCertAuthEnabled (False under --auto-tls, as etcd).
+        self.tls = tlsconfig.build(cfg)
         self.member_dir = os.path.join(cfg.data_dir, "member")
         self.wal_dir = os.path.join(self.member_dir, "wal")
         self.snap_dir = os.path.join(self.member_dir, "snap")
@@ -110,8 +121,10 @@ class Server:
         self._existing: tuple[int, list] | None = None  # (cluster id, members) when joining
         self._join_peers: list = []                       # from the WAL, for a joiner
         self.alarms = AlarmStore()
-        self.tokens = SimpleTokens(ttl=cfg.auth_token_ttl)
+        # --auth-token: simple (member-local table) or jwt (signed); config checked it
+        self.tokens = token_provider(getattr(cfg, "auth_token", "simple"), cfg.auth_token_ttl)
         self.v2 = V2Store(V2_NAMESPACES)   # the v2 keys tree (served with --enable-v2)
+        self.v2auth = V2AuthStore(self)   # v2 users/roles, kept in self.v2 under /2
         self._v2_sync_pending = False
         self.auth = AuthStore(self.tokens)
         self.grpc = None   # fastkv.api.grpc_api.GrpcFrontend once started (grpcio transport)
@@ -296,7 +309,9 @@ class Server:
                 raise ErrStopped()
             for url in urls:   # one member may not have applied the member add yet
                 try:
-                    cid, members = await fetch_cluster([url], "members", timeout=2.0)
+                    cid, members = await fetch_cluster([url], "members", timeout=2.0,
+                                                       client_ssl=self.tls.peer_client,
+                                                       tls_check=self.tls.peer_check)
                 except Exception as exc:  # not reachable (yet)
                     last = exc
                     continue
@@ -317,7 +332,9 @@ class Server:
         self._open_storage()
         self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_peer_message,
                                        snap_dir=self.snap_dir,
-                                       snapshot_path=self.snapshotter.path_for)
+                                       snapshot_path=self.snapshotter.path_for,
+                                       ssl=self.tls.peer_server, client_ssl=self.tls.peer_client,
+                                       tls_check=self.tls.peer_check)
         self.transport.register("members", self._rpc_members, public=True)
         self.transport.register("lease_renew", _etcd_result(self._rpc_lease_renew))
         self.transport.register("lease_ttl", _etcd_result(self._rpc_lease_ttl))
@@ -361,6 +378,7 @@ class Server:
             self.node.kick()
         await self._publish()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
+        self._tasks.append(asyncio.create_task(self._sweep_tokens(), name="auth-tokens"))
         from fastkv.api.grpc_api import GrpcFrontend, native_methods
         from fastkv.api.http import start_http_server
         if self.cfg.grpc_transport == "native":
@@ -368,12 +386,19 @@ class Server:
         else:
             self.grpc = GrpcFrontend(self)
             await self.grpc.start()
+        # One listener per address; https:// ones speak TLS, and an address listed both
+        # as http:// and https:// serves both (etcd's cmux).
+        addresses: dict[tuple, set] = {}
         for url in self.cfg.listen_client_urls:
             parts = urlsplit(url)
-            if parts.scheme != "http":
-                raise ValueError(f"listen URL {url}: only http:// is served yet "
-                                 "(TLS comes with the security work)")
-            self._listeners.append(await start_http_server(self, parts.hostname, parts.port))
+            addresses.setdefault((parts.hostname, parts.port), set()).add(parts.scheme)
+        for (host, port), schemes in addresses.items():
+            if "https" in schemes:
+                self._listeners.append(await start_http_server(
+                    self, host, port, ssl=self.tls.client_server, check=self.tls.client_check,
+                    plain_too="http" in schemes))
+            else:
+                self._listeners.append(await start_http_server(self, host, port))
         self.ready.set()
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
@@ -714,11 +739,12 @@ class Server:
             if self.core.lead != 0:
                 await asyncio.sleep(0.01)   # a transfer in progress: try again shortly
 
-    async def _propose(self, kind: str, payload: dict):
+    async def _propose(self, kind: str, payload: dict, auth: tuple | None = None):
+        """``auth``: the proposer's identity (user, auth revision), checked when applied."""
         if self.stopping:
             raise ErrStopped()
         req_id = self.ids.next()
-        data = requests.encode(req_id, kind, payload)
+        data = requests.encode(req_id, kind, payload, auth)
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
         return await self._wait_result(req_id, lambda: self.node.propose(data))
@@ -830,51 +856,70 @@ class Server:
 
     # ---- KV -------------------------------------------------------------------------
 
-    async def range(self, req: dict) -> dict:
+    # Auth (fastkv/auth/enforce.py): `creds` are a request's credentials, given by the
+    # adapters only while auth is enabled (fastkv.auth.identity). Writes carry the
+    # identity in the log entry and are checked when applied; reads are checked here,
+    # right before they are served.
+
+    async def range(self, req: dict, creds=None) -> dict:
         validation.check_range(req)
         if not req.get("serializable"):
             await self._linearizable()
+        if self.auth.enabled:
+            who = None if creds is None else await identify(self, creds)
+            enforce.check_range(self.auth, who, req.get("key", b""), req.get("range_end", b""))
         resp = self.store.range(req)
         resp["header"] = self.header()
         return resp
 
-    async def put(self, req: dict) -> dict:
+    async def put(self, req: dict, creds=None) -> dict:
         validation.check_put(req)
-        return self._with_header(await self._propose(requests.PUT, req))
+        who = None if creds is None else await identify(self, creds)
+        return self._with_header(await self._propose(requests.PUT, req, who))
 
-    async def delete_range(self, req: dict) -> dict:
+    async def delete_range(self, req: dict, creds=None) -> dict:
         validation.check_delete_range(req)
-        return self._with_header(await self._propose(requests.DELETE_RANGE, req))
+        who = None if creds is None else await identify(self, creds)
+        return self._with_header(await self._propose(requests.DELETE_RANGE, req, who))
 
-    async def txn(self, req: dict) -> dict:
+    async def txn(self, req: dict, creds=None) -> dict:
         validation.check_txn(req, self.cfg.max_txn_ops)
         if validation.txn_is_read_only(req):
             # As etcd: a txn that cannot write is served like a (linearizable) read.
             await self._linearizable()
+            if self.auth.enabled:
+                who = None if creds is None else await identify(self, creds)
+                enforce.check_txn(self.auth, who, req)
             resp, _events = self.store.txn(req)
             return self._with_header(resp)
-        return self._with_header(await self._propose(requests.TXN, req))
+        who = None if creds is None else await identify(self, creds)
+        return self._with_header(await self._propose(requests.TXN, req, who))
 
-    async def compact(self, req: dict) -> dict:
+    async def compact(self, req: dict, creds=None) -> dict:
+        who = None if creds is None else await identify(self, creds)   # etcd: no check
         return self._with_header(await self._propose(
             requests.COMPACTION, {"revision": int(req.get("revision", 0)),
-                                  "physical": bool(req.get("physical", False))}))
+                                  "physical": bool(req.get("physical", False))}, who))
 
     # ---- leases ----------------------------------------------------------------------
 
-    async def lease_grant(self, req: dict) -> dict:
+    async def lease_grant(self, req: dict, creds=None) -> dict:
+        who = None if creds is None else await identify(self, creds)   # etcd: no check
         lease_id = int(req.get("ID", 0))
         ttl = int(req.get("TTL", 0))
         if lease_id == 0:
             while lease_id == 0 or self.lessor.lookup(lease_id) is not None:
                 lease_id = self.ids.next() & MAX_INT63
-        resp = await self._propose(requests.LEASE_GRANT, {"ID": lease_id, "TTL": ttl})
+        resp = await self._propose(requests.LEASE_GRANT, {"ID": lease_id, "TTL": ttl}, who)
         return self._with_header(resp)
 
-    async def lease_revoke(self, req: dict) -> dict:
-        # No local pre-check: a follower's lessor may lag; applying answers "not found".
+    async def lease_revoke(self, req: dict, creds=None) -> dict:
+        # No local pre-check: a follower's lessor may lag; applying answers "not found"
+        # (and, with auth, checks write permission on every key of the lease).
+        who = None if creds is None else await identify(self, creds)
         lease_id = int(req.get("ID", 0))
-        return self._with_header(await self._propose(requests.LEASE_REVOKE, {"ID": lease_id}))
+        return self._with_header(await self._propose(requests.LEASE_REVOKE, {"ID": lease_id},
+                                                     who))
 
     async def _on_leader(self, kind: str, payload, local, lost: list | None = None):
         """Run `local` on the leader: here if we lead, else over the peer transport
@@ -1032,10 +1077,24 @@ class Server:
     async def member_list(self, req: dict | None = None) -> dict:
         return self._members_resp([m.v3() for m in self.membership.sorted_members()])
 
-    async def member_add(self, req: dict) -> dict:
+    async def _check_admin(self, creds, raw: bool = False) -> None:
+        """etcd's IsAdminPermitted where a request arrives (membership changes; with
+        `raw`, the maintenance calls, whose errors etcd sends untranslated)."""
+        if not self.auth.enabled:
+            return
+        try:
+            who = None if creds is None else await identify(self, creds)
+            enforce.check_admin(self.auth, who)
+        except EtcdError as err:
+            if raw:
+                raise enforce.raw_auth_error(err) from None
+            raise
+
+    async def member_add(self, req: dict, creds=None) -> dict:
         # The strict reconfiguration check needs the leader's view of who is
         # active (followers only hear from the leader): it runs there.
         urls = self._check_urls(req.get("peerURLs"))
+        await self._check_admin(creds)
         resp = await self._on_leader("member_add", {"peerURLs": urls,
                                                     "isLearner": bool(req.get("isLearner"))},
                                      self._add_here)
@@ -1059,7 +1118,8 @@ class Server:
         resp["member"] = m.v3()
         return resp
 
-    async def member_remove(self, req: dict) -> dict:
+    async def member_remove(self, req: dict, creds=None) -> dict:
+        await self._check_admin(creds)
         mid = int(req.get("ID", 0))
         lost: list = []
         try:
@@ -1092,7 +1152,8 @@ class Server:
         cc = ConfChange(CONF_REMOVE_NODE, mid, b"")
         return self._members_resp(await self._propose_conf_change(cc))
 
-    async def member_update(self, req: dict) -> dict:
+    async def member_update(self, req: dict, creds=None) -> dict:
+        await self._check_admin(creds)
         mid = int(req.get("ID", 0))
         urls = self._check_urls(req.get("peerURLs"))
         m = self.membership.get(mid)
@@ -1131,7 +1192,8 @@ class Server:
         cc = ConfChange(CONF_ADD_NODE, mid, encode_context(m2, promote=True))
         return await self._propose_conf_change(cc)
 
-    async def member_promote(self, req: dict) -> dict:
+    async def member_promote(self, req: dict, creds=None) -> dict:
+        await self._check_admin(creds)
         mid = int(req.get("ID", 0))
         members = await self._on_leader("member_promote", mid, self._promote_here)
         return self._members_resp(members)
@@ -1156,8 +1218,21 @@ class Server:
 
     # ---- watch, maintenance -----------------------------------------------------------
 
-    def watch_stream(self) -> WatchStream:
-        return WatchStream(self.hub, self.header, progress_interval=PROGRESS_NOTIFY_SECONDS)
+    def watch_stream(self, creds=None) -> WatchStream:
+        stream = WatchStream(self.hub, self.header, progress_interval=PROGRESS_NOTIFY_SECONDS)
+
+        async def authorize(create: dict) -> str | None:
+            """etcd's isWatchPermitted, at every create request of the stream."""
+            if not self.auth.enabled:
+                return None
+            try:
+                who = None if creds is None else await identify(self, creds)
+                enforce.check_watch_create(self.auth, who, create)
+            except EtcdError as err:
+                return enforce.watch_refusal(err)
+            return None
+        stream.authorize = authorize
+        return stream
 
     async def status(self, req: dict | None = None) -> dict:
         size = self.db_size()
@@ -1167,9 +1242,10 @@ class Server:
                 "raftTerm": self.core.term, "raftAppliedIndex": self.applier.applied_index,
                 "dbSizeInUse": size, "isLearner": bool(me and me.is_learner)}
 
-    async def alarm(self, req: dict) -> dict:
+    async def alarm(self, req: dict, creds=None) -> dict:
         """etcd's Alarm: GET lists (a linearizable read), ACTIVATE/DEACTIVATE go
-        through the log."""
+        through the log. (etcd checks no permission, but refuses a bad token.)"""
+        who = None if creds is None else await identify(self, creds)
         action = int(req.get("action", ACTION_GET))
         alarm = int(req.get("alarm", 0))
         if action == ACTION_GET:
@@ -1177,29 +1253,33 @@ class Server:
             resp = {"alarms": self.alarms.get(alarm)}
         elif action in (1, 2):
             resp = await self._propose(requests.ALARM, {
-                "action": action, "memberID": int(req.get("memberID", 0)), "alarm": alarm})
+                "action": action, "memberID": int(req.get("memberID", 0)), "alarm": alarm}, who)
         else:
             raise EtcdError(f"etcdserver: unknown alarm action {action}", 3)
         return resp   # no header: etcd's applier leaves AlarmResponse.header unset
 
-    async def defragment(self, req: dict | None = None) -> dict:
+    async def defragment(self, req: dict | None = None, creds=None) -> dict:
         """Nothing on disk to defragment: state lives in memory, snapshots and the WAL
         are rewritten whole. etcd 3.4 answers an empty DefragmentResponse (no header)."""
+        await self._check_admin(creds, raw=True)
         return {}
 
-    async def hash(self, req: dict | None = None) -> dict:
+    async def hash(self, req: dict | None = None, creds=None) -> dict:
         """etcd hashes its whole backend file; ours: the hash of every record kept."""
+        await self._check_admin(creds, raw=True)
         h, _compact = self.store.hash_kv(0)
         return {"header": self.header(), "hash": h}
 
-    async def hash_kv(self, req: dict) -> dict:
+    async def hash_kv(self, req: dict, creds=None) -> dict:
+        await self._check_admin(creds, raw=True)
         h, compact = self.store.hash_kv(int(req.get("revision", 0)))
         return {"header": self.header(), "hash": h, "compact_revision": compact}
 
-    async def snapshot_stream(self, chunk_bytes: int = 32 * 1024):
+    async def snapshot_stream(self, chunk_bytes: int = 32 * 1024, creds=None):
         """etcd's Maintenance.Snapshot: the whole state as a snapshot file (zero-padded
         to 512 bytes), in 32 KiB chunks with the bytes remaining after each, then the
         SHA-256 of it all: what `etcdctl snapshot save` checks and writes."""
+        await self._check_admin(creds, raw=True)
         import hashlib
         from fastkv.storage.snapshot import encode_stream
         state, blobs = self.applier.snapshot_parts()
@@ -1212,54 +1292,102 @@ class Server:
 
     # ---- auth (enforcement: the security work) ------------------------------------------
 
-    async def _auth_change(self, op: str, req: dict) -> dict:
-        resp = await self._propose(requests.AUTH, {"op": op, "req": req})
+    async def _auth_change(self, op: str, req: dict, creds=None) -> dict:
+        # the identity travels in the entry: applying checks role root (etcd's
+        # needAdminPermission) against the auth store as of that entry
+        who = None if creds is None else await identify(self, creds)
+        resp = await self._propose(requests.AUTH, {"op": op, "req": req}, who)
         resp = dict(resp)
         resp["header"] = self.header()
         return resp
 
-    async def _auth_read(self, op: str, req: dict) -> dict:
+    async def _auth_read(self, op: str, req: dict, creds=None) -> dict:
         await self._linearizable()
+        if self.auth.enabled:   # etcd's authApplierV3: admin; UserGet/RoleGet: or one's own
+            who = None if creds is None else await identify(self, creds)
+            if op == "user_get":
+                enforce.check_user_get(self.auth, who, req.get("name", ""))
+            elif op == "role_get":
+                enforce.check_role_get(self.auth, who, req.get("role", ""))
+            else:
+                enforce.check_admin(self.auth, who)
         resp = dict(getattr(self.auth, op)(req))
         resp["header"] = self.header()
         return resp
 
     async def _hashed(self, req: dict, *keep: str) -> dict:
-        """The request with its password replaced by a salted hash (made here, before
-        proposing, so applying stays deterministic and the log holds no password)."""
+        """The request with its password replaced by a salted bcrypt hash (made here,
+        before proposing, so applying stays deterministic and the log holds no password)."""
         out = {k: req[k] for k in keep if k in req}
         if not (req.get("options") or {}).get("no_password"):
             out["hashedPassword"] = await asyncio.to_thread(
-                hash_password, req.get("password", ""), new_salt(), self.cfg.bcrypt_cost)
+                hash_password, req.get("password", ""), new_salt(),
+                normalize_cost(self.cfg.bcrypt_cost))
         return out
 
-    async def auth_enable(self, req: dict | None = None) -> dict:
-        return await self._auth_change("auth_enable", {})
+    async def auth_enable(self, req: dict | None = None, creds=None) -> dict:
+        return await self._auth_change("auth_enable", {}, creds)
 
-    async def auth_disable(self, req: dict | None = None) -> dict:
-        return await self._auth_change("auth_disable", {})
+    async def auth_disable(self, req: dict | None = None, creds=None) -> dict:
+        return await self._auth_change("auth_disable", {}, creds)
 
-    async def authenticate(self, req: dict) -> dict:
+    async def authenticate(self, req: dict, creds=None) -> dict:
         """Check the password here, then propose the token's prefix: every member
-        registers `<prefix>.<entry index>` for the user when it applies the entry."""
+        registers `<prefix>.<entry index>` for the user when it applies the entry (a
+        JWT member signs the token then). As etcd, if the auth store changed between
+        the check and the entry, check again. A failed check answers after a short
+        pause (without holding up the event loop), which slows password guessing."""
         name = req.get("name", "")
+        password = req.get("password", "")
         await self._linearizable()
-        await asyncio.to_thread(self.auth.check_password, name, req.get("password", ""))
-        return await self._auth_change("authenticate", {
-            "name": name, "simple_token": self.tokens.gen_prefix()})
+        while True:
+            try:
+                checked = await asyncio.to_thread(self.auth.check_password, name, password)
+            except (ErrAuthFailed, ErrNoPasswordUser):
+                log.info("authentication of user %r failed", name)
+                await asyncio.sleep(AUTH_FAILURE_DELAY)
+                raise
+            # (etcd 3.4 refuses a bad token here too, after the password check)
+            resp = await self._auth_change("authenticate", {
+                "name": name, "simple_token": self.tokens.gen_prefix()}, creds)
+            if checked == self.auth.revision:
+                return resp
+            log.info("the auth store changed while authenticating %r; checking again", name)
 
-    async def user_add(self, req: dict) -> dict:
-        return await self._auth_change("user_add", await self._hashed(req, "name", "options"))
+    async def user_add(self, req: dict, creds=None) -> dict:
+        return await self._auth_change("user_add", await self._hashed(req, "name", "options"),
+                                       creds)
 
-    async def user_change_password(self, req: dict) -> dict:
-        return await self._auth_change("user_change_password", await self._hashed(req, "name"))
+    async def user_change_password(self, req: dict, creds=None) -> dict:
+        return await self._auth_change("user_change_password", await self._hashed(req, "name"),
+                                       creds)
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        """Until this member has applied `index` (asyncio.TimeoutError after `timeout`,
+        by default the request timeout). For simple tokens named by their log index."""
+        if self.applier.applied_index >= index:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        waiter = (index, fut)
+        self._apply_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(fut, self.request_timeout if timeout is None else timeout)
+        finally:
+            if not fut.done() and waiter in self._apply_waiters:
+                self._apply_waiters.remove(waiter)
+
+    async def _sweep_tokens(self) -> None:
+        """Forget expired simple tokens now and then (etcd's TTL keeper ticks each second)."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.tokens.expire()
 
     def _auth_op(op: str, change: bool):   # noqa: N805 (a factory used in the class body)
-        async def call(self, req: dict | None = None) -> dict:
+        async def call(self, req: dict | None = None, creds=None) -> dict:
             req = req or {}
             if change:
-                return await self._auth_change(op, req)
-            return await self._auth_read(op, req)
+                return await self._auth_change(op, req, creds)
+            return await self._auth_read(op, req, creds)
         call.__name__ = op
         return call
 

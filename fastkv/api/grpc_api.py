@@ -24,6 +24,7 @@ import grpc
 
 from fastkv.api import grpc_convert as cv
 from fastkv.api._relay import relay
+from fastkv.auth.identity import client_cert_auth, grpc_credentials
 from fastkv.errors import EtcdError, ErrNoLeader, ErrNotSupportedForLearner, GrpcCode
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 from fastkv.proto.etcdserverpb import rpc_pb2_grpc as pb_grpc
@@ -69,13 +70,22 @@ async def _admit(server, request, context) -> None:
         await _abort(context, ErrNoLeader())
 
 
-def _unary(method, to_req, to_resp):
-    """An RPC that calls `method(server)(dict)` and converts both ways."""
+def _creds(server, context):
+    """The call's credentials (metadata token, verified client certificate's name)."""
+    return grpc_credentials(context, client_cert_auth(server))
+
+
+def _unary(method, to_req, to_resp, auth: bool = False):
+    """An RPC that calls `method(server)(dict)` and converts both ways. With `auth`,
+    while auth is enabled, the call's credentials go along: `method(server)(dict, creds)`."""
     async def handler(self, request, context):
         server = self.server
         await _admit(server, request, context)
         try:
-            resp = await method(server)(to_req(request))
+            if auth and server.auth.enabled:
+                resp = await method(server)(to_req(request), _creds(server, context))
+            else:
+                resp = await method(server)(to_req(request))
         except EtcdError as err:
             await _abort(context, err)
         return to_resp(resp)
@@ -92,16 +102,19 @@ class _Base:
 
 
 class KVService(_Base, pb_grpc.KVServicer):
-    Range = _unary(lambda s: s.range, cv.range_request, cv.range_response)
-    Put = _unary(lambda s: s.put, cv.put_request, cv.put_response)
-    DeleteRange = _unary(lambda s: s.delete_range, cv.to_dict, _generic(pb.DeleteRangeResponse))
-    Txn = _unary(lambda s: s.txn, cv.to_dict, _generic(pb.TxnResponse))
-    Compact = _unary(lambda s: s.compact, cv.to_dict, _generic(pb.CompactionResponse))
+    Range = _unary(lambda s: s.range, cv.range_request, cv.range_response, True)
+    Put = _unary(lambda s: s.put, cv.put_request, cv.put_response, True)
+    DeleteRange = _unary(lambda s: s.delete_range, cv.to_dict, _generic(pb.DeleteRangeResponse),
+                         True)
+    Txn = _unary(lambda s: s.txn, cv.to_dict, _generic(pb.TxnResponse), True)
+    Compact = _unary(lambda s: s.compact, cv.to_dict, _generic(pb.CompactionResponse), True)
 
 
 class LeaseService(_Base, pb_grpc.LeaseServicer):
-    LeaseGrant = _unary(lambda s: s.lease_grant, cv.to_dict, _generic(pb.LeaseGrantResponse))
-    LeaseRevoke = _unary(lambda s: s.lease_revoke, cv.to_dict, _generic(pb.LeaseRevokeResponse))
+    LeaseGrant = _unary(lambda s: s.lease_grant, cv.to_dict, _generic(pb.LeaseGrantResponse),
+                        True)
+    LeaseRevoke = _unary(lambda s: s.lease_revoke, cv.to_dict, _generic(pb.LeaseRevokeResponse),
+                         True)
     LeaseTimeToLive = _unary(lambda s: s.lease_timetolive, cv.to_dict,
                              _generic(pb.LeaseTimeToLiveResponse))
     LeaseLeases = _unary(lambda s: s.lease_leases, cv.to_dict, _generic(pb.LeaseLeasesResponse))
@@ -122,7 +135,7 @@ class WatchService(_Base, pb_grpc.WatchServicer):
         server = self.server
         require_leader = _requires_leader(context)
         await _admit(server, None, context)
-        stream = server.watch_stream()
+        stream = server.watch_stream(_creds(server, context))   # checked at each create
         loop = asyncio.get_running_loop()
         failure = loop.create_future()   # an error that ends the stream
 
@@ -176,36 +189,38 @@ async def _leader_monitor(server, fail) -> None:
 
 
 class ClusterService(_Base, pb_grpc.ClusterServicer):
-    MemberAdd = _unary(lambda s: s.member_add, cv.to_dict, _generic(pb.MemberAddResponse))
+    MemberAdd = _unary(lambda s: s.member_add, cv.to_dict, _generic(pb.MemberAddResponse), True)
     MemberRemove = _unary(lambda s: s.member_remove, cv.to_dict,
-                          _generic(pb.MemberRemoveResponse))
+                          _generic(pb.MemberRemoveResponse), True)
     MemberUpdate = _unary(lambda s: s.member_update, cv.to_dict,
-                          _generic(pb.MemberUpdateResponse))
+                          _generic(pb.MemberUpdateResponse), True)
     MemberList = _unary(lambda s: s.member_list, cv.to_dict, _generic(pb.MemberListResponse))
     MemberPromote = _unary(lambda s: s.member_promote, cv.to_dict,
-                           _generic(pb.MemberPromoteResponse))
+                           _generic(pb.MemberPromoteResponse), True)
 
 
 class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
-    Alarm = _unary(lambda s: s.alarm, cv.to_dict, _generic(pb.AlarmResponse))
+    Alarm = _unary(lambda s: s.alarm, cv.to_dict, _generic(pb.AlarmResponse), True)
     Status = _unary(lambda s: s.status, cv.to_dict, _generic(pb.StatusResponse))
-    Defragment = _unary(lambda s: s.defragment, cv.to_dict, _generic(pb.DefragmentResponse))
-    Hash = _unary(lambda s: s.hash, cv.to_dict, _generic(pb.HashResponse))
-    HashKV = _unary(lambda s: s.hash_kv, cv.to_dict, _generic(pb.HashKVResponse))
+    Defragment = _unary(lambda s: s.defragment, cv.to_dict, _generic(pb.DefragmentResponse),
+                        True)
+    Hash = _unary(lambda s: s.hash, cv.to_dict, _generic(pb.HashResponse), True)
+    HashKV = _unary(lambda s: s.hash_kv, cv.to_dict, _generic(pb.HashKVResponse), True)
     MoveLeader = _unary(lambda s: s.move_leader, cv.to_dict, _generic(pb.MoveLeaderResponse))
 
     async def Snapshot(self, request, context):
         server = self.server
         await _admit(server, None, context)
+        creds = _creds(server, context) if server.auth.enabled else None
         try:
-            async for chunk in server.snapshot_stream():
+            async for chunk in server.snapshot_stream(creds=creds):
                 await context.write(cv.from_dict(pb.SnapshotResponse, chunk))
         except EtcdError as err:
             await _abort(context, err)
 
 
 def _auth_rpc(method: str, resp_cls):
-    return _unary(lambda s: getattr(s, method), cv.to_dict, _generic(resp_cls))
+    return _unary(lambda s: getattr(s, method), cv.to_dict, _generic(resp_cls), True)
 
 
 class AuthService(_Base, pb_grpc.AuthServicer):
@@ -228,11 +243,13 @@ class AuthService(_Base, pb_grpc.AuthServicer):
                                      pb.AuthRoleRevokePermissionResponse)
 
 
+# The recipes act with the caller's credentials (etcd runs them through its in-process
+# client with the caller's context): `c` is None while auth is disabled.
 class LockService(_Base, lpb_grpc.LockServicer):
-    Lock = _unary(lambda s: lambda r: s.recipes.lock(r.name, r.lease), lambda r: r,
-                  _generic(lpb.LockResponse))
-    Unlock = _unary(lambda s: lambda r: s.recipes.unlock(r.key), lambda r: r,
-                    _generic(lpb.UnlockResponse))
+    Lock = _unary(lambda s: lambda r, c=None: s.recipes.as_caller(c).lock(r.name, r.lease),
+                  lambda r: r, _generic(lpb.LockResponse), True)
+    Unlock = _unary(lambda s: lambda r, c=None: s.recipes.as_caller(c).unlock(r.key),
+                    lambda r: r, _generic(lpb.UnlockResponse), True)
 
 
 def _leader_key(req):
@@ -240,20 +257,21 @@ def _leader_key(req):
 
 
 class ElectionService(_Base, epb_grpc.ElectionServicer):
-    Campaign = _unary(lambda s: lambda r: s.recipes.campaign(r.name, r.lease, r.value),
-                      lambda r: r, _generic(epb.CampaignResponse))
-    Proclaim = _unary(lambda s: lambda r: s.recipes.proclaim(_leader_key(r), r.value),
-                      lambda r: r, _generic(epb.ProclaimResponse))
-    Resign = _unary(lambda s: lambda r: s.recipes.resign(_leader_key(r)), lambda r: r,
-                    _generic(epb.ResignResponse))
-    Leader = _unary(lambda s: lambda r: s.recipes.leader(r.name), lambda r: r,
-                    _generic(epb.LeaderResponse))
+    Campaign = _unary(lambda s: lambda r, c=None: s.recipes.as_caller(c).campaign(
+        r.name, r.lease, r.value), lambda r: r, _generic(epb.CampaignResponse), True)
+    Proclaim = _unary(lambda s: lambda r, c=None: s.recipes.as_caller(c).proclaim(
+        _leader_key(r), r.value), lambda r: r, _generic(epb.ProclaimResponse), True)
+    Resign = _unary(lambda s: lambda r, c=None: s.recipes.as_caller(c).resign(_leader_key(r)),
+                    lambda r: r, _generic(epb.ResignResponse), True)
+    Leader = _unary(lambda s: lambda r, c=None: s.recipes.as_caller(c).leader(r.name),
+                    lambda r: r, _generic(epb.LeaderResponse), True)
 
     async def Observe(self, request, context):
         server = self.server
         await _admit(server, None, context)
+        creds = _creds(server, context) if server.auth.enabled else None
         try:
-            async for resp in server.recipes.observe(request.name):
+            async for resp in server.recipes.as_caller(creds).observe(request.name):
                 await context.write(cv.from_dict(epb.LeaderResponse, resp))
         except EtcdError as err:
             await _abort(context, err)

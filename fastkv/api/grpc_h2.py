@@ -26,6 +26,7 @@ from collections import deque
 
 import grpc
 from google.protobuf.message import DecodeError
+from hpack.exceptions import HPACKDecodingError
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
@@ -62,6 +63,14 @@ def _frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
 
 
 # --------------------------------------------------------------------------- HPACK
+
+def _huffman(s: bytes) -> bytes:
+    """The hpack package's Huffman decoder, its errors as ours (ValueError)."""
+    try:
+        return decode_huffman(s)
+    except HPACKDecodingError as e:
+        raise ValueError(f"hpack: {e}") from None
+
 
 def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     limit = (1 << prefix_bits) - 1
@@ -140,13 +149,13 @@ class HpackDecoder:
         if not huff:
             return s, end
         if len(s) > 128:
-            return decode_huffman(s), end
+            return _huffman(s), end
         cache = _HUFFMAN_CACHE
         out = cache.get(s)
         if out is None:     # clients repeat the same (short) strings: decode each once
             if len(cache) >= 4096:
                 cache.clear()
-            out = cache[s] = decode_huffman(s)
+            out = cache[s] = _huffman(s)
         return out, end
 
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
@@ -302,11 +311,14 @@ class RequestStream:
 class CallContext:
     """The part of grpc.aio's ServicerContext our servicers use."""
 
-    __slots__ = ("stream", "_metadata")
+    __slots__ = ("stream", "_metadata", "peer_cn")
 
     def __init__(self, stream: "Stream", metadata: tuple):
         self.stream = stream
         self._metadata = metadata
+        # The verified TLS client certificate's Common Name, None without one (see
+        # HttpProtocol.peer_cn): the auth code reads it, as etcd's AuthInfoFromTLS.
+        self.peer_cn = getattr(stream.conn.protocol, "peer_cn", None)
 
     def invocation_metadata(self):
         return self._metadata

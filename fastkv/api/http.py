@@ -32,6 +32,7 @@ import httptools
 
 from fastkv.api import v3_gateway as gw
 from fastkv.errors import EtcdError, GrpcCode
+from fastkv.tlsconfig import peer_common_name
 
 # The first bytes of every HTTP/2 connection (RFC 9113, 3.4): gRPC's.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -58,6 +59,7 @@ _KIND_HEADERS = {
     gw.K_HEALTH: (_CORS, _TEXT),
     gw.K_VERSION: (_CORS + _JSON, b""),
     gw.K_EMPTY: (_CORS, b""),
+    gw.K_TEXT_BARE: (_TEXT + _NOSNIFF, b""),
 }
 _STREAM_HEADERS = _CORS + _JSON + _GRPC_MD
 _RPC_TRAILER = b"0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n"
@@ -144,9 +146,15 @@ def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: 
 
 class _Request:
     __slots__ = ("method", "route", "keep_alive", "body", "size", "too_large", "ctx", "head",
-                 "url", "ctype")
+                 "url", "ctype", "peer_cn", "authorization", "metadata_token")
 
-    def __init__(self, method, route, keep_alive, url=b""):
+    def __init__(self, method, route, keep_alive, url=b"", peer_cn=None):
+        self.authorization = b""   # the first Authorization header's value (v2 auth reads it)
+        # Grpc-Metadata-Token (None without one): the v3 gateway's token, before Authorization
+        self.metadata_token = None
+        # The verified TLS client certificate's Common Name (None without one): the
+        # auth code reads it (etcd's user from the client cert). See HttpProtocol.peer_cn.
+        self.peer_cn = peer_cn
         self.method = method
         self.url = url
         self.route = route
@@ -165,6 +173,7 @@ class StreamContext:
     def __init__(self, proto: "HttpProtocol", req: _Request):
         self.proto = proto
         self.req = req
+        self.peer_cn = req.peer_cn   # the verified client cert's CN; the auth code reads it
         self.chunks: deque = deque()
         self.buffered = 0
         self.eof = False
@@ -267,6 +276,11 @@ class HttpProtocol(asyncio.Protocol):
         self.sniffing = True   # until the first bytes tell HTTP/1.1 from gRPC's HTTP/2
         self.sniffed = b""
         self.h2 = None         # a GrpcConnection once this connection turned out to be gRPC
+        # The Common Name of the client certificate verified at the TLS handshake, None
+        # without one (plaintext, or no --client-cert-auth/--trusted-ca-file). The auth
+        # code reads it (as _Request.peer_cn, StreamContext.peer_cn, and for gRPC
+        # CallContext.peer_cn): etcd's user name when a request carries no token.
+        self.peer_cn: str | None = None
         limit = server.cfg.max_request_bytes + gw.GRPC_OVERHEAD_BYTES
         self.grpc_limit = limit
         # The largest unary body buffered: any message under the gRPC limit fits
@@ -276,6 +290,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.peer_cn = peer_common_name(transport)
 
     def connection_lost(self, exc):
         if self.h2 is not None:
@@ -377,6 +392,8 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.expect_continue = False
         self.ctype = b""
+        self.authorization = b""
+        self.metadata_token = None
 
     def on_url(self, url):
         self.url += url
@@ -386,6 +403,11 @@ class HttpProtocol(asyncio.Protocol):
             self.ctype = value
         elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif len(name) == 13 and not self.authorization and name.lower() == b"authorization":
+            self.authorization = value   # Go's Header.Get: the first one
+        elif len(name) == 19 and self.metadata_token is None and \
+                name.lower() == b"grpc-metadata-token":
+            self.metadata_token = value  # grpc-gateway's metadata "token" (v3 auth reads it)
 
     def on_headers_complete(self):
         url = self.url
@@ -397,8 +419,13 @@ class HttpProtocol(asyncio.Protocol):
         q = url.find(b"?")
         path = (url if q < 0 else url[:q]).decode("latin-1")
         method = self.parser.get_method()
-        req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive(), url)
+        req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive(), url,
+                       self.peer_cn)
         req.ctype = self.ctype
+        req.authorization = self.authorization
+        req.metadata_token = self.metadata_token
+        if self.peer_cn and gw.refuses_common_name(self.server, path):
+            req.route = gw.CN_REFUSED   # etcd's accessController (v3 auth)
         self.req = req
         route = req.route
         if len(route) == 2:
@@ -464,8 +491,9 @@ class HttpProtocol(asyncio.Protocol):
                     body = req.body
                     body = body[0] if len(body) == 1 else b"".join(body)
                     try:
+                        # the request itself last: auth reads its Authorization and peer_cn
                         status, headers, out = await route[0](self.server, req.method,
-                                                              req.url, body, req.ctype)
+                                                              req.url, body, req.ctype, req)
                     except Exception:
                         log.exception("handler failed")
                         status, headers, out = 500, [(b"Content-Type", b"text/plain; "
@@ -481,7 +509,8 @@ class HttpProtocol(asyncio.Protocol):
                     body = req.body
                     body = body[0] if len(body) == 1 else b"".join(body)
                     try:
-                        status, kind, out = await route[0](self.server, body)
+                        # the request last: v3 auth reads its token headers
+                        status, kind, out = await route[0](self.server, body, req)
                     except Exception as e:  # a bug below us: answer like gRPC's Unknown
                         log.exception("handler failed")
                         status, kind, out = gw.rpc_error(EtcdError(str(e), GrpcCode.UNKNOWN))
@@ -536,13 +565,22 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = True
 
 
-async def start_http_server(server, host: str, port: int, *, sock=None) -> asyncio.AbstractServer:
-    """Serve etcd's HTTP API for `server` (a fastkv.server.Server) on host:port or `sock`."""
+async def start_http_server(server, host: str, port: int, *, sock=None, ssl=None, check=None,
+                            plain_too: bool = False) -> asyncio.AbstractServer:
+    """Serve etcd's HTTP API for `server` (a fastkv.server.Server) on host:port or `sock`.
+
+    With `ssl` (an SSLContext from fastkv.tlsconfig) the port speaks TLS (fastkv.tlsserver:
+    refused handshakes logged, `check` run after the handshake; `plain_too` also serves
+    plaintext on the same port, for an address listed as both http:// and https://)."""
     loop = asyncio.get_running_loop()
 
     def factory():
         return HttpProtocol(server, loop)
 
+    if ssl is not None:
+        from fastkv.tlsserver import start_tls_server
+        return await start_tls_server(factory, host, port, ssl, check=check,
+                                      plain_too=plain_too)
     if sock is not None:
         return await loop.create_server(factory, sock=sock, backlog=4096)
     return await loop.create_server(factory, host, port, reuse_address=True, backlog=4096)

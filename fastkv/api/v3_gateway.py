@@ -44,6 +44,7 @@ from fastkv.api.gojson import (
     go_quote,
     unmarshal_check,
 )
+from fastkv.auth.identity import client_cert_auth, http_credentials
 from fastkv.errors import (HTTP_STATUS_FOR_GRPC_CODE, EtcdError, ErrNotSupportedForLearner,
                            GrpcCode)
 
@@ -61,6 +62,19 @@ K_TEXT_ALLOW_GET = 4  # http.Error with "Allow: GET" (/health, /version)
 K_HEALTH = 5        # /health: body written without a Content-Type (Go sniffs text/plain)
 K_VERSION = 6       # /version: application/json
 K_EMPTY = 7         # OPTIONS: CORS headers, empty body
+K_TEXT_BARE = 8     # Go's http.Error before etcd's access controller adds its CORS headers
+
+# etcd's accessController: while auth is enabled under --client-cert-auth, a /v3/ request
+# over a client certificate with a Common Name is refused (its gateway would not use it).
+CN_REFUSED = (400, K_TEXT_BARE, b"CommonName of client sending a request against gateway "
+                                b"will be ignored and not used as expected\n")
+
+
+def refuses_common_name(server, path: str) -> bool:
+    """Whether a request for `path` over a verified client certificate with a Common
+    Name gets CN_REFUSED (the HTTP layer asks only when there is such a certificate)."""
+    return (path.startswith(("/v3/", "/v3beta/")) and server.auth.enabled
+            and client_cert_auth(server))
 
 # grpc-gateway v1's runtime.HTTPStatusFromCode, checked against etcd 3.4.23
 # (FailedPrecondition answers 412 there, e.g. "lease already exists").
@@ -702,11 +716,13 @@ async def _refused_for_learner(server, ctx) -> bool:
     return True
 
 
-def _unary(schema: Schema, method, encode):
-    """A unary route: `method` names a Server method, or is ``call(server, req)``."""
+def _unary(schema: Schema, method, encode, auth: bool = False):
+    """A unary route: `method` names a Server method, or is ``call(server, req)``. With
+    `auth`, while auth is enabled, the request's credentials (its token headers, see
+    fastkv.auth.identity) go along as a last argument."""
     call = method if callable(method) else None
 
-    async def handler(server, body: bytes):
+    async def handler(server, body: bytes, hreq=None):
         try:
             req = decode_request(schema, body)
         except GoJSONError as e:
@@ -720,7 +736,13 @@ def _unary(schema: Schema, method, encode):
                     size = proto_size(schema, req)
                     if size > limit:
                         raise message_too_large(size, limit)
-            if call is None:
+            if auth and server.auth.enabled:
+                creds = http_credentials(hreq)
+                if call is None:
+                    resp = await getattr(server, method)(req, creds)
+                else:
+                    resp = await call(server, req, creds)
+            elif call is None:
                 resp = await getattr(server, method)(req)
             else:
                 resp = await call(server, req)
@@ -731,30 +753,32 @@ def _unary(schema: Schema, method, encode):
     return handler
 
 
-# The lock and election services run on the server's recipes (fastkv/concurrency.py).
-async def lock(server, req):
-    return await server.recipes.lock(req.get("name", b""), req.get("lease", 0))
+# The lock and election services run on the server's recipes (fastkv/concurrency.py),
+# with the caller's credentials while auth is enabled.
+async def lock(server, req, creds=None):
+    return await server.recipes.as_caller(creds).lock(req.get("name", b""), req.get("lease", 0))
 
 
-async def unlock(server, req):
-    return await server.recipes.unlock(req.get("key", b""))
+async def unlock(server, req, creds=None):
+    return await server.recipes.as_caller(creds).unlock(req.get("key", b""))
 
 
-async def campaign(server, req):
-    return await server.recipes.campaign(req.get("name", b""), req.get("lease", 0),
-                                         req.get("value", b""))
+async def campaign(server, req, creds=None):
+    return await server.recipes.as_caller(creds).campaign(
+        req.get("name", b""), req.get("lease", 0), req.get("value", b""))
 
 
-async def proclaim(server, req):
-    return await server.recipes.proclaim(req.get("leader"), req.get("value", b""))
+async def proclaim(server, req, creds=None):
+    return await server.recipes.as_caller(creds).proclaim(req.get("leader"),
+                                                          req.get("value", b""))
 
 
-async def resign(server, req):
-    return await server.recipes.resign(req.get("leader"))
+async def resign(server, req, creds=None):
+    return await server.recipes.as_caller(creds).resign(req.get("leader"))
 
 
-async def leader(server, req):
-    return await server.recipes.leader(req.get("name", b""))
+async def leader(server, req, creds=None):
+    return await server.recipes.as_caller(creds).leader(req.get("name", b""))
 
 
 class _StreamDecoder:
@@ -828,7 +852,7 @@ async def watch_handler(server, ctx) -> None:
     if first is None:  # etcd waits for a response header that never comes
         await ctx.wait_closed()
         return
-    stream = server.watch_stream()
+    stream = server.watch_stream(http_credentials(ctx.req))   # checked at each create
     failed: list = []
 
     async def pump():
@@ -899,8 +923,9 @@ def _server_stream(schema: Schema, open_stream, encode):
         except GoJSONError as e:
             await ctx.respond(*decode_error(str(e)))
             return
+        creds = http_credentials(ctx.req) if server.auth.enabled else None
         try:
-            async with contextlib.aclosing(open_stream(server, req or {})) as answers:
+            async with contextlib.aclosing(open_stream(server, req or {}, creds)) as answers:
                 async for resp in answers:
                     await send_result(ctx, encode(resp))
         except EtcdError as e:
@@ -910,12 +935,12 @@ def _server_stream(schema: Schema, open_stream, encode):
     return handler
 
 
-def snapshot(server, req):
-    return server.snapshot_stream()
+def snapshot(server, req, creds=None):
+    return server.snapshot_stream(creds=creds)
 
 
-def observe(server, req):
-    return server.recipes.observe(req.get("name", b""))
+def observe(server, req, creds=None):
+    return server.recipes.as_caller(creds).observe(req.get("name", b""))
 
 
 _GO_TEXT_404_GW = b"Not Found\n"
@@ -923,7 +948,7 @@ _GO_TEXT_404 = b"404 page not found\n"
 _GO_TEXT_405 = b"Method Not Allowed\n"
 
 
-async def health_handler(server, body: bytes):
+async def health_handler(server, body: bytes, hreq=None):
     res = server.health()
     if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
         res = await res
@@ -933,7 +958,7 @@ async def health_handler(server, body: bytes):
     return 503, K_TEXT, b'{"health":"false"}\n'
 
 
-async def version_handler(server, body: bytes):
+async def version_handler(server, body: bytes, hreq=None):
     v = server.version_info()
     return 200, K_VERSION, ('{"etcdserver":%s,"etcdcluster":%s}' % (
         go_json_string(v["etcdserver"]), go_json_string(v["etcdcluster"]))).encode()
@@ -941,15 +966,17 @@ async def version_handler(server, body: bytes):
 
 # path -> (handler, streaming). All gateway routes are POST-only.
 GATEWAY_ROUTES = {
-    "/v3/kv/range": (_unary(RANGE_REQ, "range", enc_range), False),
-    "/v3/kv/put": (_unary(PUT_REQ, "put", enc_put), False),
-    "/v3/kv/deleterange": (_unary(DELETE_RANGE_REQ, "delete_range", enc_delete_range), False),
-    "/v3/kv/txn": (_unary(TXN_REQ, "txn", enc_txn), False),
-    "/v3/kv/compaction": (_unary(COMPACTION_REQ, "compact", enc_header_only), False),
+    "/v3/kv/range": (_unary(RANGE_REQ, "range", enc_range, auth=True), False),
+    "/v3/kv/put": (_unary(PUT_REQ, "put", enc_put, auth=True), False),
+    "/v3/kv/deleterange": (_unary(DELETE_RANGE_REQ, "delete_range", enc_delete_range, auth=True),
+                           False),
+    "/v3/kv/txn": (_unary(TXN_REQ, "txn", enc_txn, auth=True), False),
+    "/v3/kv/compaction": (_unary(COMPACTION_REQ, "compact", enc_header_only, auth=True), False),
     "/v3/watch": (watch_handler, True),
-    "/v3/lease/grant": (_unary(LEASE_GRANT_REQ, "lease_grant", enc_lease_grant), False),
-    "/v3/lease/revoke": (_unary(LEASE_ID_REQ, "lease_revoke", enc_header_only), False),
-    "/v3/kv/lease/revoke": (_unary(LEASE_ID_REQ, "lease_revoke", enc_header_only), False),
+    "/v3/lease/grant": (_unary(LEASE_GRANT_REQ, "lease_grant", enc_lease_grant, auth=True), False),
+    "/v3/lease/revoke": (_unary(LEASE_ID_REQ, "lease_revoke", enc_header_only, auth=True), False),
+    "/v3/kv/lease/revoke": (_unary(LEASE_ID_REQ, "lease_revoke", enc_header_only, auth=True),
+                            False),
     "/v3/lease/keepalive": (keepalive_handler, True),
     "/v3/lease/timetolive": (_unary(LEASE_TTL_REQ, "lease_timetolive", enc_lease_ttl), False),
     "/v3/kv/lease/timetolive": (_unary(LEASE_TTL_REQ, "lease_timetolive", enc_lease_ttl), False),
@@ -959,48 +986,54 @@ GATEWAY_ROUTES = {
     "/v3/maintenance/transfer-leadership": (_unary(MOVE_LEADER_REQ, "move_leader",
                                                    enc_header_only), False),
     "/v3/cluster/member/list": (_unary(EMPTY_REQ, "member_list", enc_member_list), False),
-    "/v3/cluster/member/add": (_unary(MEMBER_ADD_REQ, "member_add", enc_member_add), False),
-    "/v3/cluster/member/remove": (_unary(MEMBER_ID_REQ, "member_remove", enc_member_list), False),
-    "/v3/cluster/member/update": (_unary(MEMBER_UPDATE_REQ, "member_update", enc_member_list),
+    "/v3/cluster/member/add": (_unary(MEMBER_ADD_REQ, "member_add", enc_member_add, auth=True),
+                               False),
+    "/v3/cluster/member/remove": (_unary(MEMBER_ID_REQ, "member_remove", enc_member_list, auth=True),
                                   False),
-    "/v3/cluster/member/promote": (_unary(MEMBER_ID_REQ, "member_promote", enc_member_list),
+    "/v3/cluster/member/update": (_unary(MEMBER_UPDATE_REQ, "member_update", enc_member_list, auth=True),
+                                  False),
+    "/v3/cluster/member/promote": (_unary(MEMBER_ID_REQ, "member_promote", enc_member_list, auth=True),
                                    False),
-    "/v3/maintenance/alarm": (_unary(ALARM_REQ, "alarm", enc_alarm), False),
-    "/v3/maintenance/defragment": (_unary(EMPTY_REQ, "defragment", enc_header_only), False),
+    "/v3/maintenance/alarm": (_unary(ALARM_REQ, "alarm", enc_alarm, auth=True), False),
+    "/v3/maintenance/defragment": (_unary(EMPTY_REQ, "defragment", enc_header_only, auth=True),
+                                   False),
     # etcd 3.4's rpc.proto gives HashKV the path of Hash, "/v3/maintenance/hash", and
     # grpc-gateway serves the first pattern registered: Hash. HashKV has no JSON route
     # (/v3/maintenance/hashkv is etcd 3.5's); gRPC serves both.
-    "/v3/maintenance/hash": (_unary(EMPTY_REQ, "hash", enc_hash), False),
+    "/v3/maintenance/hash": (_unary(EMPTY_REQ, "hash", enc_hash, auth=True), False),
     "/v3/maintenance/snapshot": (_server_stream(EMPTY_REQ, snapshot, enc_snapshot), True),
-    "/v3/auth/enable": (_unary(EMPTY_REQ, "auth_enable", enc_header_only), False),
-    "/v3/auth/disable": (_unary(EMPTY_REQ, "auth_disable", enc_header_only), False),
-    "/v3/auth/authenticate": (_unary(AUTH_PASSWORD_REQ, "authenticate", enc_authenticate),
+    "/v3/auth/enable": (_unary(EMPTY_REQ, "auth_enable", enc_header_only, auth=True), False),
+    "/v3/auth/disable": (_unary(EMPTY_REQ, "auth_disable", enc_header_only, auth=True), False),
+    "/v3/auth/authenticate": (_unary(AUTH_PASSWORD_REQ, "authenticate", enc_authenticate, auth=True),
                               False),
-    "/v3/auth/user/add": (_unary(AUTH_USER_ADD_REQ, "user_add", enc_header_only), False),
-    "/v3/auth/user/get": (_unary(AUTH_NAME_REQ, "user_get", enc_auth_roles), False),
-    "/v3/auth/user/list": (_unary(EMPTY_REQ, "user_list", enc_auth_users), False),
-    "/v3/auth/user/delete": (_unary(AUTH_NAME_REQ, "user_delete", enc_header_only), False),
+    "/v3/auth/user/add": (_unary(AUTH_USER_ADD_REQ, "user_add", enc_header_only, auth=True),
+                          False),
+    "/v3/auth/user/get": (_unary(AUTH_NAME_REQ, "user_get", enc_auth_roles, auth=True), False),
+    "/v3/auth/user/list": (_unary(EMPTY_REQ, "user_list", enc_auth_users, auth=True), False),
+    "/v3/auth/user/delete": (_unary(AUTH_NAME_REQ, "user_delete", enc_header_only, auth=True),
+                             False),
     "/v3/auth/user/changepw": (_unary(AUTH_PASSWORD_REQ, "user_change_password",
-                                      enc_header_only), False),
-    "/v3/auth/user/grant": (_unary(AUTH_USER_GRANT_REQ, "user_grant_role", enc_header_only),
+                                      enc_header_only, auth=True), False),
+    "/v3/auth/user/grant": (_unary(AUTH_USER_GRANT_REQ, "user_grant_role", enc_header_only, auth=True),
                             False),
     "/v3/auth/user/revoke": (_unary(AUTH_USER_REVOKE_REQ, "user_revoke_role",
-                                    enc_header_only), False),
-    "/v3/auth/role/add": (_unary(AUTH_NAME_REQ, "role_add", enc_header_only), False),
-    "/v3/auth/role/get": (_unary(AUTH_ROLE_REQ, "role_get", enc_role_get), False),
-    "/v3/auth/role/list": (_unary(EMPTY_REQ, "role_list", enc_auth_roles), False),
-    "/v3/auth/role/delete": (_unary(AUTH_ROLE_REQ, "role_delete", enc_header_only), False),
+                                    enc_header_only, auth=True), False),
+    "/v3/auth/role/add": (_unary(AUTH_NAME_REQ, "role_add", enc_header_only, auth=True), False),
+    "/v3/auth/role/get": (_unary(AUTH_ROLE_REQ, "role_get", enc_role_get, auth=True), False),
+    "/v3/auth/role/list": (_unary(EMPTY_REQ, "role_list", enc_auth_roles, auth=True), False),
+    "/v3/auth/role/delete": (_unary(AUTH_ROLE_REQ, "role_delete", enc_header_only, auth=True),
+                             False),
     "/v3/auth/role/grant": (_unary(AUTH_ROLE_GRANT_REQ, "role_grant_permission",
-                                   enc_header_only), False),
+                                   enc_header_only, auth=True), False),
     "/v3/auth/role/revoke": (_unary(AUTH_ROLE_REVOKE_REQ, "role_revoke_permission",
-                                    enc_header_only), False),
-    "/v3/lock/lock": (_unary(LOCK_REQ, lock, enc_lock), False),
-    "/v3/lock/unlock": (_unary(UNLOCK_REQ, unlock, enc_header_only), False),
-    "/v3/election/campaign": (_unary(CAMPAIGN_REQ, campaign, enc_campaign), False),
-    "/v3/election/proclaim": (_unary(PROCLAIM_REQ, proclaim, enc_header_only), False),
-    "/v3/election/leader": (_unary(LEADER_REQ, leader, enc_leader), False),
+                                    enc_header_only, auth=True), False),
+    "/v3/lock/lock": (_unary(LOCK_REQ, lock, enc_lock, auth=True), False),
+    "/v3/lock/unlock": (_unary(UNLOCK_REQ, unlock, enc_header_only, auth=True), False),
+    "/v3/election/campaign": (_unary(CAMPAIGN_REQ, campaign, enc_campaign, auth=True), False),
+    "/v3/election/proclaim": (_unary(PROCLAIM_REQ, proclaim, enc_header_only, auth=True), False),
+    "/v3/election/leader": (_unary(LEADER_REQ, leader, enc_leader, auth=True), False),
     "/v3/election/observe": (_server_stream(LEADER_REQ, observe, enc_leader), True),
-    "/v3/election/resign": (_unary(RESIGN_REQ, resign, enc_header_only), False),
+    "/v3/election/resign": (_unary(RESIGN_REQ, resign, enc_header_only, auth=True), False),
 }
 GET_ROUTES = {"/health": health_handler, "/version": version_handler}
 

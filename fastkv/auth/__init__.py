@@ -5,6 +5,10 @@
 * :mod:`fastkv.auth.passwords`: password hashes, made by the server before it
   proposes and checked where a client authenticates.
 * :mod:`fastkv.auth.tokens`: etcd's "simple" tokens, a member-local table.
+* :mod:`fastkv.auth.jwt_tokens`: etcd's JWT tokens (``--auth-token jwt,...``), and
+  :func:`~fastkv.auth.jwt_tokens.token_provider`, which reads ``--auth-token``.
+* :mod:`fastkv.auth.identity`: who a request comes from (token, client certificate).
+* :mod:`fastkv.auth.enforce`: etcd's permission checks of each kind of request.
 """
 from fastkv.auth.passwords import (DEFAULT_COST, MAX_COST, MIN_COST, hash_password, new_salt,
                                    normalize_cost, verify_password)

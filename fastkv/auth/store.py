@@ -41,13 +41,13 @@ from bisect import bisect_left, bisect_right
 
 from fastkv.auth.interval_tree import IntervalTree
 from fastkv.auth.passwords import verify_password
-from fastkv.auth.tokens import SimpleTokens, simple_token
+from fastkv.auth.tokens import SimpleTokens, TokenAssignError, simple_token
 from fastkv.errors import (ErrAuthFailed, ErrAuthNotEnabled, ErrAuthOldRevision,
                            ErrInvalidAuthMgmt, ErrNoPasswordUser, ErrPermissionDenied,
                            ErrPermissionNotGiven, ErrPermissionNotGranted, ErrRoleAlreadyExist,
                            ErrRoleEmpty, ErrRoleNotFound, ErrRoleNotGranted, ErrRootRoleNotExist,
                            ErrRootUserNotExist, ErrUserAlreadyExist, ErrUserEmpty,
-                           ErrUserNotFound, invalid_argument)
+                           ErrUserNotFound, EtcdError, GrpcCode, invalid_argument)
 
 __all__ = ["AuthStore", "ROOT_USER", "ROOT_ROLE", "READ", "WRITE", "READWRITE"]
 
@@ -183,17 +183,13 @@ class AuthStore:
 
     def __init__(self, tokens: SimpleTokens | None = None):
         self.tokens = tokens
-        self._enabled = False
+        self.enabled = False   # a plain attribute: the one check on the hot path
         self._revision = 1  # etcd's NewAuthStore commits revision 1 into a new backend
         self._users: dict[str, _User] = {}
         self._roles: dict[str, tuple[Perm, ...]] = {}
         self._perm_cache: dict[str, _UserPerms] = {}  # user -> merged permissions
 
     # ------------------------------------------------------------------ status
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
 
     @property
     def revision(self) -> int:
@@ -204,7 +200,7 @@ class AuthStore:
     def auth_status(self, req: dict | None = None) -> dict:
         """AuthStatusResponse (etcd 3.5's): ``{"enabled", "authRevision"}``."""
         resp: dict = {"authRevision": self._revision}
-        if self._enabled:
+        if self.enabled:
             resp["enabled"] = True
         return resp
 
@@ -218,14 +214,14 @@ class AuthStore:
     def auth_enable(self, req: dict | None = None) -> dict:
         """AuthEnableResponse ``{}``. Needs user root holding role root; enabling an
         enabled store changes nothing; enabling does not move the revision (etcd)."""
-        if self._enabled:
+        if self.enabled:
             return {}
         root = self._users.get(ROOT_USER)
         if root is None:
             raise ErrRootUserNotExist()
         if ROOT_ROLE not in root.roles:
             raise ErrRootRoleNotExist()
-        self._enabled = True
+        self.enabled = True
         self._perm_cache.clear()
         if self.tokens is not None:
             self.tokens.enable()
@@ -233,9 +229,9 @@ class AuthStore:
 
     def auth_disable(self, req: dict | None = None) -> dict:
         """AuthDisableResponse ``{}``; a no-op when disabled."""
-        if not self._enabled:
+        if not self.enabled:
             return {}
-        self._enabled = False
+        self.enabled = False
         self._commit()
         if self.tokens is not None:
             self.tokens.disable()
@@ -247,13 +243,16 @@ class AuthStore:
         returns AuthenticateResponse ``{"token"}``. Changes no state."""
         name = _text(req, "name")
         prefix = _text(req, "simple_token")
-        if not self._enabled:
+        if not self.enabled:
             raise ErrAuthNotEnabled()
         user = self._users.get(name)
         if user is None or user.no_password:
             raise ErrAuthFailed()
         if self.tokens is not None:
-            return {"token": self.tokens.assign(name, prefix, index)}
+            try:
+                return {"token": self.tokens.assign(name, prefix, index, self._revision)}
+            except TokenAssignError as exc:   # a verify-only JWT key: no state changed
+                raise EtcdError(str(exc), GrpcCode.UNKNOWN) from None
         return {"token": simple_token(prefix, index)}
 
     def check_password(self, name: str, password: str | bytes) -> int:
@@ -261,7 +260,7 @@ class AuthStore:
         the auth revision the check was made at (the server re-checks it after the
         authenticate entry is applied, and retries if it moved). Costly: run it off the
         event loop."""
-        if not self._enabled:
+        if not self.enabled:
             raise ErrAuthNotEnabled()
         revision = self._revision
         user = self._users.get(name)
@@ -293,7 +292,7 @@ class AuthStore:
     def user_delete(self, req: dict) -> dict:
         """AuthUserDeleteRequest ``{"name"}`` -> ``{}``; the user's tokens go too."""
         name = _text(req, "name")
-        if self._enabled and name == ROOT_USER:
+        if self.enabled and name == ROOT_USER:
             raise ErrInvalidAuthMgmt()
         if name not in self._users:
             raise ErrUserNotFound()
@@ -338,7 +337,7 @@ class AuthStore:
         """AuthUserRevokeRoleRequest ``{"name", "role"}`` -> ``{}``."""
         name = _text(req, "name")
         role = _text(req, "role")
-        if self._enabled and name == ROOT_USER and role == ROOT_ROLE:
+        if self.enabled and name == ROOT_USER and role == ROOT_ROLE:
             raise ErrInvalidAuthMgmt()
         user = self._users.get(name)
         if user is None:
@@ -376,7 +375,7 @@ class AuthStore:
     def role_delete(self, req: dict) -> dict:
         """AuthRoleDeleteRequest ``{"role"}`` -> ``{}``; the role is revoked from every user."""
         role = _text(req, "role")
-        if self._enabled and role == ROOT_ROLE:
+        if self.enabled and role == ROOT_ROLE:
             raise ErrInvalidAuthMgmt()
         if role not in self._roles:
             raise ErrRoleNotFound()
@@ -448,7 +447,7 @@ class AuthStore:
     def is_admin(self, user: str) -> bool:
         """etcd's IsAdminPermitted: True (auth disabled, or the user holds role root),
         else raises ErrUserEmpty / ErrUserNotFound / ErrPermissionDenied."""
-        if not self._enabled:
+        if not self.enabled:
             return True
         if not user:
             raise ErrUserEmpty()
@@ -480,7 +479,7 @@ class AuthStore:
         current one, which None stands for): 0 means no user. True when auth is disabled
         or the user may; otherwise raises ErrUserEmpty (no user), ErrAuthOldRevision
         (the store changed since), ErrPermissionDenied (unknown user, or not allowed)."""
-        if not self._enabled:
+        if not self.enabled:
             return True
         if revision is None:
             revision = self._revision if user else 0
@@ -519,7 +518,7 @@ class AuthStore:
         states give equal (and equally marshalled) results."""
         return {
             "version": STATE_VERSION,
-            "enabled": self._enabled,
+            "enabled": self.enabled,
             "revision": self._revision,
             "users": [[u.name, u.password, list(u.roles), u.no_password]
                       for _, u in sorted(self._users.items())],
@@ -534,13 +533,13 @@ class AuthStore:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"auth state version {state.get('version')!r} unknown")
         store = cls(tokens)
-        store._enabled = bool(state["enabled"])
+        store.enabled = bool(state["enabled"])
         store._revision = int(state["revision"])
         for name, password, roles, no_password in state["users"]:
             store._users[name] = _User(name, password, tuple(roles), bool(no_password))
         for name, perms in state["roles"]:
             store._roles[name] = tuple((bytes(k), bytes(e), int(t)) for k, e, t in perms)
-        if store._enabled and tokens is not None:
+        if store.enabled and tokens is not None:
             tokens.enable()
         return store
 

@@ -21,7 +21,8 @@ import secrets
 import time
 from typing import Callable
 
-__all__ = ["SimpleTokens", "DEFAULT_TOKEN_TTL", "TOKEN_PREFIX_LENGTH", "simple_token",
+__all__ = ["SimpleTokens", "TokenAssignError", "DEFAULT_TOKEN_TTL", "TOKEN_PREFIX_LENGTH",
+           "simple_token",
            "token_index"]
 
 DEFAULT_TOKEN_TTL = 300.0   # etcd's --auth-token-ttl default (simpleTokenTTLDefault)
@@ -47,8 +48,15 @@ def token_index(token: str) -> int | None:
     return index if index >= 0 else None
 
 
+class TokenAssignError(Exception):
+    """A token provider cannot issue a token (a verify-only JWT key, the nop provider);
+    the text is etcd's."""
+
+
 class SimpleTokens:
     """token -> user name, with a TTL per token (see the module docstring)."""
+
+    kind = "simple"
 
     def __init__(self, ttl: float = DEFAULT_TOKEN_TTL,
                  clock: Callable[[], float] = time.monotonic,
@@ -80,9 +88,10 @@ class SimpleTokens:
         self._users.clear()
         self._expiry.clear()
 
-    def assign(self, user: str, prefix: str, index: int) -> str:
+    def assign(self, user: str, prefix: str, index: int, revision: int = 0) -> str:
         """Register ``prefix.index`` for ``user``; returns the token. While disabled
-        nothing is registered (etcd: no TTL keeper), but the token is still returned."""
+        nothing is registered (etcd: no TTL keeper), but the token is still returned.
+        (``revision`` is for signed tokens; a simple token is always at the current one.)"""
         token = simple_token(prefix, index)
         if self._enabled:
             self._users[token] = user
@@ -100,6 +109,19 @@ class SimpleTokens:
             return None
         self._expiry[token] = now + self.ttl
         return user
+
+    def index_of(self, token: str) -> int:
+        """The log index of the authenticate entry that made ``token`` (wait until it is
+        applied here before looking the token up, as etcd's isValidSimpleToken); -1 if
+        the token is not shaped like a simple token."""
+        index = token_index(token)
+        return -1 if index is None else index
+
+    def identity(self, token: str, current_revision: int) -> tuple[str, int] | None:
+        """(user, revision) of a live token (renewing it): a simple token is always at
+        the auth store's current revision (etcd's tokenSimple.info)."""
+        user = self.info(token)
+        return None if user is None else (user, current_revision)
 
     def invalidate_user(self, user: str) -> None:
         """Drop every token of ``user`` (deleted, or its password changed)."""

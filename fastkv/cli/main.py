@@ -16,6 +16,7 @@ import sys
 import time
 
 from fastkv.cli import flags as fl
+from fastkv.cli.auth_commands import AUTH_COMMAND, ROLE_COMMAND, USER_COMMAND
 from fastkv.cli.printer import FORMATS, KNOWN_FORMATS, new_printer
 from fastkv.cli.transport import ClientError, GatewayClient, RPCError
 from fastkv.keyrange import prefix_end
@@ -93,6 +94,7 @@ class Context:
             endpoints = [e for e in v["endpoints"] if e.strip()]
             ctx = None
             if v["cacert"] or v["cert"] or v["insecure-skip-tls-verify"] or \
+                    not v["insecure-transport"] or \
                     any(e.strip().startswith("https://") for e in endpoints):
                 try:
                     ctx = ssl.create_default_context(cafile=v["cacert"] or None)
@@ -103,6 +105,13 @@ class Context:
                 if v["insecure-skip-tls-verify"]:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
+                # as etcdctl: with TLS configured (a CA, a certificate or
+                # --insecure-transport=false), an endpoint without a scheme is dialed with
+                # TLS (http:// still means plaintext). Unlike etcdctl 3.4, whose
+                # --insecure-skip-tls-verify alone leaves https:// endpoints verified,
+                # fastkvctl always honours it.
+                if v["cacert"] or v["cert"] or v["key"] or not v["insecure-transport"]:
+                    endpoints = [e if "://" in e else "https://" + e.strip() for e in endpoints]
             try:
                 self._client = GatewayClient(endpoints, v["dial-timeout"], v["command-timeout"], ctx)
             except (ClientError, ValueError) as e:
@@ -112,13 +121,23 @@ class Context:
         return self._client
 
     def _authenticate(self, client: GatewayClient) -> None:
+        """etcdctl's authCfgFromCmd + clientv3.New: --user name[:password] (--password
+        wins; without either, "Password: " is asked), then Authenticate; no password
+        means no token, and a cluster without auth is used without one."""
+        from fastkv.cli.auth_commands import ERR_AUTH_NOT_ENABLED, ask_password, rpc_error_text
         user, password = self.values["user"], self.values["password"]
         if not password:
-            if ":" not in user:
-                raise Exit(EXIT_BAD_ARGS, "password must be given with --password or as --user=name:password")
-            user, password = user.split(":", 1)
+            user, sep, password = user.partition(":")
+            if not sep:
+                password = ask_password(self, "Password: ")
+        if not user or not password:
+            return
         try:
             resp = client.call("/v3/auth/authenticate", {"name": user, "password": password})
+        except RPCError as e:
+            if e.message == ERR_AUTH_NOT_ENABLED:
+                return
+            raise Exit(EXIT_BAD_CONNECTION, rpc_error_text(e)) from None
         except ClientError as e:
             raise Exit(EXIT_BAD_CONNECTION, str(e)) from None
         client.token = resp.get("token", "")
@@ -397,6 +416,7 @@ GLOBAL_FLAGS = [
     F("key", "string", "", "identify secure client using this TLS key file"),
     F("insecure-skip-tls-verify", "bool", False,
       "skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)"),
+    F("insecure-transport", "bool", True, "disable transport security for client connections"),
     F("user", "string", "", "username[:password] for authentication"),
     F("password", "string", "",
       "password for authentication (if this option is used, --user option shouldn't include password)"),
@@ -449,6 +469,9 @@ ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM
                    cmd_lease_timetolive, [F("keys", "bool", False, "Get keys attached to this lease")]),
     ]),
     fl.Command("version", "Prints the version of etcdctl", "version [flags]", cmd_version),
+    USER_COMMAND,
+    ROLE_COMMAND,
+    AUTH_COMMAND,
 ])
 del F
 

@@ -340,6 +340,9 @@ class WatchStream:
         self._closed = False
         self._progress_task: asyncio.Task | None = None
         self._progress_pending = False  # a progress_request waits for all watchers to sync
+        # async (create_request) -> None, or the cancel reason that refuses it (the
+        # server sets it while auth is enabled: etcd's isWatchPermitted)
+        self.authorize = None
 
     # --------------------------------------------------------------- requests
 
@@ -349,6 +352,14 @@ class WatchStream:
             return
         c = req.get("create_request")
         if c is not None:
+            if self.authorize is not None:
+                reason = await self.authorize(c)
+                if reason is not None:
+                    if not self._closed:
+                        self._push(None, {"header": self.header_fn(self.hub.store.rev),
+                                          "watch_id": INVALID_WATCH_ID, "created": True,
+                                          "canceled": True, "cancel_reason": reason})
+                    return
             self._create(c)
             return
         c = req.get("cancel_request")

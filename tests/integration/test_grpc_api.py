@@ -408,15 +408,15 @@ def test_auth_rpcs_change_the_replicated_auth_store(channel):
     e = _err(auth.Authenticate, pb.AuthenticateRequest(name="root", password="pw"))
     assert e.details() == "etcdserver: authentication is not enabled"
     auth.AuthEnable(pb.AuthEnableRequest())
+    token = auth.Authenticate(pb.AuthenticateRequest(name="root", password="pw")).token
     try:
-        token = auth.Authenticate(pb.AuthenticateRequest(name="root", password="pw")).token
         assert len(token.split(".")) == 2 and token.split(".")[1].isdigit()
         e = _err(auth.Authenticate, pb.AuthenticateRequest(name="root", password="bad"))
         assert (e.code(), e.details()) == (
             grpc.StatusCode.INVALID_ARGUMENT,
             "etcdserver: authentication failed, invalid user ID or password")
-    finally:
-        auth.AuthDisable(pb.AuthDisableRequest())
+    finally:   # enforced: only root may turn auth off (tests/integration/test_auth_rbac.py)
+        auth.AuthDisable(pb.AuthDisableRequest(), metadata=(("token", token),))
     auth.RoleDelete(pb.AuthRoleDeleteRequest(role="reader"))
     assert list(auth.RoleList(pb.AuthRoleListRequest()).roles) == ["root"]
 

@@ -12,7 +12,7 @@ from fastkv import errors
 from fastkv.auth import (MIN_COST, READ, READWRITE, WRITE, AuthStore, SimpleTokens,
                          hash_password, normalize_cost, token_index, verify_password)
 from fastkv.auth.interval_tree import IntervalTree, affine_cmp
-from fastkv.auth.passwords import DEFAULT_COST, iterations_for_cost
+from fastkv.auth.passwords import DEFAULT_COST
 from fastkv.errors import EtcdError, GrpcCode
 
 SALT = b"0123456789abcdef"
@@ -430,14 +430,22 @@ def test_password_hashes():
     h = hash_password("pw", SALT, MIN_COST)
     assert h == hash_password("pw", SALT, MIN_COST)  # deterministic for a salt
     assert h != hash_password("pw", SALT[::-1], MIN_COST)
-    alg, iterations, _, _ = h.split("$")
-    assert (alg, int(iterations)) == ("pbkdf2_sha256", iterations_for_cost(MIN_COST))
+    assert h.startswith("$2a$04$") and len(h) == 60   # Go's bcrypt format
+    assert hash_password("pw", cost=MIN_COST) != hash_password("pw", cost=MIN_COST)  # fresh salts
     assert verify_password(h, "pw") and verify_password(h, b"pw")
     assert not verify_password(h, "pW")
     assert verify_password(hash_password("pä", SALT, 5), "pä")  # the cost travels in the hash
-    for bad in ["", "pw", "md5$1$AA==$AA==", "pbkdf2_sha256$x$AA==$AA==",
+    # only 72 bytes count, as with Go's bcrypt in etcd 3.4
+    assert verify_password(hash_password("x" * 80, SALT, MIN_COST), "x" * 72 + "y")
+    for bad in ["", "pw", "md5$1$AA==$AA==", "pbkdf2_sha256$x$AA==$AA==", "$2a$04$short",
                 "pbkdf2_sha256$0$AA==$AA==", "pbkdf2_sha256$10$!!$AA==", "pbkdf2_sha256$10$AA==$"]:
         assert not verify_password(bad, "pw")
+    # hashes of earlier fastkv versions (PBKDF2-SHA256) still verify
+    import base64
+    import hashlib
+    old = "pbkdf2_sha256$4096$%s$%s" % (base64.b64encode(SALT).decode(), base64.b64encode(
+        hashlib.pbkdf2_hmac("sha256", b"pw", SALT, 4096)).decode())
+    assert verify_password(old, "pw") and not verify_password(old, "px")
     with pytest.raises(ValueError):
         hash_password("pw", SALT, 3)
     assert [normalize_cost(c) for c in (3, 4, 10, 31, 32)] == [DEFAULT_COST, 4, 10, 31, DEFAULT_COST]

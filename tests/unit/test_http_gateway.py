@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import types
 import json
 import socket
 import threading
@@ -60,6 +61,7 @@ class FakeServer:
 
     def __init__(self):
         self.cfg = FakeCfg()
+        self.auth = types.SimpleNamespace(enabled=False)   # the auth store: disabled
         self.calls = []
         self.kv = {}
         self.streams = []
@@ -138,7 +140,7 @@ class FakeServer:
         return {"header": self._h(), "version": "3.4.23", "dbSize": 20480, "leader": 22,
                 "raftIndex": 34, "raftTerm": 2, "raftAppliedIndex": 34, "dbSizeInUse": 16384}
 
-    def watch_stream(self):
+    def watch_stream(self, creds=None):
         s = FakeWatchStream(self)
         self.streams.append(s)
         return s
