@@ -40,12 +40,12 @@ def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def setup_auth(url: str) -> None:
+def setup_auth(url: str, verify: str | bool = True) -> None:
     """root; alice may read and write /app/ and read /ro/; auth on."""
     s = requests.Session()
 
     def ok(path, body):
-        r = s.post(url + path, data=json.dumps(body), timeout=10)
+        r = s.post(url + path, data=json.dumps(body), timeout=10, verify=verify)
         assert r.status_code == 200, (path, r.status_code, r.text)
     for path, body in [
         ("/v3/auth/user/add", {"name": "root", "password": "rootpw"}),
@@ -153,18 +153,59 @@ def etcd3_with_credentials(info):
         anon.close()
 
 
+@scenario
+def etcd3_with_credentials_over_tls(info):
+    """etcd3.client(user=..., password=..., ca_cert=...): on a TLS channel grpcio sends
+    etcd3's call credentials too, so nothing is patched."""
+    ca = os.environ["FASTKV_TEST_CA"]
+    alice = etcd3.client(host=info.host, port=info.port, timeout=10, ca_cert=ca,
+                         user="alice", password="apw")
+    try:
+        alice.put("/app/tls", "1")
+        assert alice.get("/app/tls")[0] == b"1"
+        assert _code(lambda: alice.put("/ro/k", "x")) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                         "etcdserver: permission denied")
+    finally:
+        alice.close()
+    try:
+        etcd3.client(host=info.host, port=info.port, timeout=10, ca_cert=ca, user="alice",
+                     password="wrong")
+    except grpc.RpcError as err:
+        assert err.details() == "etcdserver: authentication failed, invalid user ID or password"
+    else:
+        raise AssertionError("a wrong password was accepted")
+
+
 def _run(fn, info) -> None:
     from google.protobuf.internal import api_implementation
     assert api_implementation.Type() == "python", "etcd3 0.12 needs the pure-Python protobuf"
-    # grpcio refuses call credentials on a plaintext channel; etcd3 sends the token as
-    # call metadata as well, which is all etcd (and clientv3) use
-    etcd3.client.__globals__["grpc"].metadata_call_credentials = lambda plugin: None
+    if fn is not etcd3_with_credentials_over_tls:
+        # grpcio refuses call credentials on a plaintext channel; etcd3 sends the token
+        # as call metadata as well, which is all etcd (and clientv3) use
+        etcd3.client.__globals__["grpc"].metadata_call_credentials = lambda plugin: None
     fn(info)
 
 
-@pytest.mark.parametrize("name", list(scenario))
-def test_etcd3_client_with_credentials(server, name):
-    run_scenario_child(os.path.abspath(__file__), name, server, env=PURE_PYTHON_PROTOBUF)
+def test_etcd3_client_with_credentials(server):
+    run_scenario_child(os.path.abspath(__file__), "etcd3_with_credentials", server,
+                       env=PURE_PYTHON_PROTOBUF)
+
+
+@pytest.mark.parametrize("kind", ["fastkv", pytest.param("etcd", marks=pytest.mark.etcd)])
+def test_etcd3_client_with_credentials_over_tls(kind, tmp_path):
+    from tlspki import Pki, tls_server
+    pki = Pki(str(tmp_path))
+    ctx = pki.client_context(cert=None)
+    cls = tls_server(FastkvProcess if kind == "fastkv" else EtcdProcess, context=ctx)
+    # a server certificate only (a trusted CA would make client certificates required)
+    tls = ["--cert-file", pki.path("server.pem"), "--key-file", pki.path("server-key.pem")]
+    srv = cls(extra_args=FAST_AUTH + tls).start()
+    try:
+        setup_auth(srv.url, verify=pki.path("ca.pem"))
+        run_scenario_child(os.path.abspath(__file__), "etcd3_with_credentials_over_tls", srv,
+                           env=dict(PURE_PYTHON_PROTOBUF, FASTKV_TEST_CA=pki.path("ca.pem")))
+    finally:
+        srv.cleanup()
 
 
 # ---- etcd3gw (this process) ---------------------------------------------------------------
