@@ -671,27 +671,6 @@ def test_snapshot_save(both, tmp_path):
     both.verify()
 
 
-def test_check_perf(fastkv_server):
-    """`check perf --load=s`: 60 s of 150 writes/s from 50 clients; fastkv must pass."""
-    ctl = Ctl("fastkv", [fastkv_server])
-    # Its limits are wall-clock ones (slowest request < 500 ms, ...) and CI machines are
-    # shared: up to three full runs, all shown if none passes.
-    runs = []
-    for _attempt in range(3):
-        # Earlier tests leave the disk busy writing back their (deleted) data dirs, and
-        # a WAL fdatasync queued behind that can take most of a second: start quiet.
-        os.sync()
-        res = ctl.run(["check", "perf", "--load=s"], timeout=180)
-        runs.append(res)
-        if res.rc == 0 and res.out.rstrip().endswith("PASS"):
-            break
-    assert res.rc == 0 and res.out.rstrip().endswith("PASS"), "\n".join(r.show() for r in runs)
-    for line in ("PASS: Throughput is", "PASS: Slowest request took", "PASS: Stddev is"):
-        assert line in res.out, res.show()
-    left = ctl.run(["get", "/etcdctl-check-perf/", "--prefix", "--keys-only", "--limit", "1"])
-    assert left == Result(0, "", ""), left.show()
-
-
 # ---------------------------------------------------------------- clusters
 
 @pytest.fixture
