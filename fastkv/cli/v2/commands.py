@@ -304,16 +304,27 @@ def _output(c: CliContext) -> str:
 
 # -- key commands -------------------------------------------------------------------
 
-def set_command(c: CliContext) -> None:
-    ki = must_new_key_api(c)
+def _key_arg(c: CliContext) -> str:
+    """The first argument, or etcdctl's "key required" (exit 1)."""
     args = c.args()
     if not args:
         handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
-    key = args[0]
+    return args[0]
+
+
+def _key_and_value(c: CliContext) -> tuple[str, str]:
+    """<key> <value> (the value may come from stdin), with etcdctl's errors."""
+    key = _key_arg(c)
     try:
-        value = arg_or_stdin(c, args, 1)
+        value = arg_or_stdin(c, c.args(), 1)
     except CommandError:
         handle_error(c, EXIT_BAD_ARGS, CommandError("value required"))
+    return key, value
+
+
+def set_command(c: CliContext) -> None:
+    ki = must_new_key_api(c)
+    key, value = _key_and_value(c)
     try:
         resp = ki.set(total_timeout(c), key, value, ttl=c.int("ttl"),
                       prev_index=c.int("swap-with-index"), prev_value=c.string("swap-with-value"))
@@ -340,15 +351,9 @@ def get_command(c: CliContext) -> None:
 
 def update_command(c: CliContext) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
+    key, value = _key_and_value(c)
     try:
-        value = arg_or_stdin(c, args, 1)
-    except CommandError:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("value required"))
-    try:
-        resp = ki.set(total_timeout(c), args[0], value, ttl=c.int("ttl"), prev_exist=PREV_EXIST)
+        resp = ki.set(total_timeout(c), key, value, ttl=c.int("ttl"), prev_exist=PREV_EXIST)
     except ClientError as e:
         handle_error(c, EXIT_SERVER_ERROR, e)
     print_response_key(c, resp, _output(c))
@@ -356,14 +361,7 @@ def update_command(c: CliContext) -> None:
 
 def mk_command(c: CliContext) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
-    key = args[0]
-    try:
-        value = arg_or_stdin(c, args, 1)
-    except CommandError:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("value required"))
+    key, value = _key_and_value(c)
     ttl = c.int("ttl")
     try:
         if not c.bool("in-order"):
