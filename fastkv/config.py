@@ -182,6 +182,9 @@ FLAGS = [
          "(empty will be auto-populated by Go)."),
     Flag("experimental-peer-skip-client-san-verification", _bool, False,
          "Skip verification of SAN field in client certificate for peer connections."),
+    Flag("experimental-fault-file", str, "",
+         "Testing only (fastkv's own): a file re-read every 100 ms listing member IDs (hex, "
+         "one per line) whose peer traffic, both ways, this member drops (tests/chaos)."),
 ]
 FLAGS_BY_NAME = {f.name: f for f in FLAGS}
 
@@ -237,6 +240,7 @@ class Config:
     peer_crl_file: str = ""
     cipher_suites: list = dataclasses.field(default_factory=list)
     experimental_peer_skip_client_san_verification: bool = False
+    experimental_fault_file: str = ""
 
 
 def usage() -> str:

@@ -345,6 +345,8 @@ class Server:
         self.transport.is_removed = lambda mid: mid in self.membership.removed
         self.transport.on_removed = self._removed_by_peers
         await self.transport.start(self.cfg.listen_peer_urls)
+        if self.cfg.experimental_fault_file:   # testing only: off (and absent) by default
+            self._tasks.append(asyncio.create_task(self._read_fault_file(), name="fault-file"))
         # Peers we know before replay adds them: the initial cluster, or who told us.
         if fresh and self._existing is not None:
             for mid, _name, peers, *_rest in self._existing[1]:
@@ -1375,6 +1377,28 @@ class Server:
         finally:
             if not fut.done() and waiter in self._apply_waiters:
                 self._apply_waiters.remove(waiter)
+
+    async def _read_fault_file(self) -> None:
+        """--experimental-fault-file (tests/chaos): drop peer traffic to and from the member IDs
+        (hex, one per line) the file lists; a missing or empty file drops nothing."""
+        path = self.cfg.experimental_fault_file
+        current: set[int] = set()
+        while True:
+            try:
+                with open(path) as f:
+                    ids = {int(w, 16) for w in f.read().split()}
+            except FileNotFoundError:
+                ids = set()
+            except (OSError, ValueError) as exc:
+                log.debug("fault file %s: %s", path, exc)   # being written: next time
+                ids = current
+            if ids != current:
+                log.warning("fault file: dropping peer traffic with %s",
+                            ", ".join(f"{i:x}" for i in sorted(ids)) or "nobody")
+                current = ids
+                self.transport.drop_to = set(ids)
+                self.transport.drop_from = set(ids)
+            await asyncio.sleep(0.1)
 
     async def _sweep_tokens(self) -> None:
         """Forget expired simple tokens now and then (etcd's TTL keeper ticks each second)."""

@@ -948,6 +948,8 @@ class PeerTransport:
             raise ConnectionError(f"member {peer_id:x} is not a peer")
         if self._closed:
             raise ConnectionError("transport stopped")
+        if peer_id in self.drop_to:
+            raise ConnectionError(f"member {peer_id:x}: traffic dropped (fault injection)")
         data = marshal.dumps((0, kind, payload))  # ValueError early for unmarshalable payloads
         async with asyncio.timeout(timeout):
             conn = await self._call_conn(peer)

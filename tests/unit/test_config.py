@@ -25,6 +25,13 @@ def test_flag_spellings(argv):
     assert config.parse(argv, environ={}).snapshot_count == 5
 
 
+def test_fault_file_flag_is_off_by_default():
+    # Testing only (tests/chaos/nemesis.py): without it the server starts no fault-file reader.
+    assert config.parse([], environ={}).experimental_fault_file == ""
+    assert config.parse(["--experimental-fault-file", "/tmp/x.drop"],
+                        environ={}).experimental_fault_file == "/tmp/x.drop"
+
+
 def test_bool_flags():
     assert config.parse(["--enable-v2"], environ={}).enable_v2 is True
     assert config.parse(["--enable-v2=false"], environ={}).enable_v2 is False

@@ -519,6 +519,11 @@ def test_call_round_trip_and_remote_error(tmp_path):
                 await a.t.call(0x999, "echo")
             with pytest.raises(ValueError):
                 await a.t.call(B, "echo", object())
+            a.t.drop_to.add(B)          # a partition (--experimental-fault-file) cuts calls too
+            with pytest.raises(ConnectionError, match="dropped"):
+                await a.t.call(B, "echo", 1)
+            a.t.drop_to.clear()
+            assert await a.t.call(B, "echo", 2) == {"echo": 2, "from": "b"}
     run(main())
 
 
