@@ -7,7 +7,9 @@ runs instead so that the error text is exactly Go's.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 
 
 # ---------------------------------------------------------------------------
@@ -316,6 +318,50 @@ def _go_unquote(raw: bytes) -> str:
     return "".join(out)
 
 
+MAX_NESTING_DEPTH = 10000   # Go's encoding/json scanner: deeper is "exceeded max depth"
+
+
+def nesting_depth(data: bytes, pos: int = 0) -> int:
+    """The deepest [ / { nesting of the JSON text from pos (strings skipped). Only run
+    for inputs deeper than Python's recursion limit: a plain byte loop. Deeper than
+    Go's limit raises Go's error, naming the bracket that went over."""
+    depth = deepest = 0
+    in_str = esc = False
+    for c in memoryview(data)[pos:]:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 0x5C:
+                esc = True
+            elif c == 0x22:
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c == 0x5B or c == 0x7B:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_NESTING_DEPTH:
+                    raise _syntax(c, "exceeded max depth")
+        elif c == 0x5D or c == 0x7D:
+            depth -= 1
+    return deepest
+
+
+@contextlib.contextmanager
+def room_for_depth(depth: int):
+    """Let the recursive parser (and the walks over its tree) go `depth` levels deep.
+    Python 3.11 runs Python-to-Python calls without C recursion, so a higher limit,
+    for the time of one decode on this thread, costs no C stack."""
+    old = sys.getrecursionlimit()
+    need = old + 4 * depth + 200
+    sys.setrecursionlimit(need)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def decode_next(data: bytes, pos: int = 0, final: bool = True):
     """One step of Go's json.Decoder.Decode into a json.RawMessage.
 
@@ -329,7 +375,11 @@ def decode_next(data: bytes, pos: int = 0, final: bool = True):
     if i >= p.n:
         return None, i
     try:
-        node, end = p.value(i)
+        try:
+            node, end = p.value(i)
+        except RecursionError:   # deeper than Python's limit, which Go's 10000 is not
+            with room_for_depth(nesting_depth(data, i)):
+                node, end = p.value(i)
         if node[0] == "n" and end >= p.n and not final:
             raise GoEOF()  # a number might continue in the next chunk
         return node, end

@@ -39,6 +39,8 @@ from fastkv.api.gojson import (
     GoJSONError,
     KIND_NAMES,
     decode_next,
+    nesting_depth,
+    room_for_depth,
     go_base64_decode,
     go_json_string,
     go_quote,
@@ -365,6 +367,27 @@ def _slow_int(text: str, gotype: str, lo: int, hi: int) -> int:
     raise GoJSONError(f"json: cannot unmarshal number {text} into Go value of type {gotype}")
 
 
+_UINT_RE = re.compile(r"[0-9]+\Z")
+
+
+def _byte_array(node) -> bytes:
+    """A JSON array for a bytes field, as Go's encoding/json fills a []byte: one uint8
+    per element (null leaves a 0); the first element that is not an integer in
+    0..255 is the error (Go reports its first error and goes on)."""
+    out = bytearray()
+    for e in node[3]:
+        k = e[0]
+        if k == "n":
+            if not _UINT_RE.match(e[3]) or int(e[3]) > 255:
+                raise GoJSONError(f"json: cannot unmarshal number {e[3]} into Go value of type uint8")
+            out.append(int(e[3]))
+        elif k == "z":
+            out.append(0)
+        else:
+            raise _type_error(e, "uint8")
+    return bytes(out)
+
+
 def _slow_value(f, data: bytes, node):
     """jsonpb's unmarshalValue for one field; None means "leave unset"."""
     kind, k = f[2], node[0]
@@ -378,6 +401,8 @@ def _slow_value(f, data: bytes, node):
     if k == "z":
         return None
     if kind == BYTES:
+        if k == "a":
+            return _byte_array(node)
         if k != "s":
             raise _type_error(node, "[]uint8")
         return go_base64_decode(node[3].encode("utf-8", "surrogatepass"))
@@ -476,7 +501,11 @@ def decode_request(schema: Schema, body: bytes) -> dict:
     node, _ = decode_next(body)
     if node is None:
         return {}
-    return _slow_msg(schema, body, node)
+    try:
+        return _slow_msg(schema, body, node)
+    except RecursionError:   # deeply nested (e.g. txns in txns): walk it with room
+        with room_for_depth(nesting_depth(body)):
+            return _slow_msg(schema, body, node)
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,21 @@ REGRESSIONS: list[tuple[str, bytes]] = [
     ("wal_damage", bytes([255, 0, 200, 0x01])),
     # an incomplete Huffman string: the hpack package's own error escaped the decoder
     ("hpack", b"\x00\x81\x00"),
+    # JSON nested deeper than Python's recursion limit (Go allows 10000 levels): the
+    # parser's RecursionError escaped (atheris, v3_json, 600 nested arrays)
+    ("v3_json", b"\x01" + b"[4," * 600 + b"]" * 600),
+    ("v3_json", b"\x01" + b'{"key":' + b"[" * 2000 + b"]" * 2000 + b"}"),
 ]
+
+
+def test_nesting_beyond_gos_limit_is_gos_error():
+    from fastkv.api import v3_gateway as gw
+    from fastkv.api.gojson import GoJSONError
+    deep = b'{"key":' + b"[" * 10001 + b"]" * 10001 + b"}"
+    with pytest.raises(GoJSONError, match="invalid character '\\[' exceeded max depth"):
+        gw.decode_request(gw.RANGE_REQ, deep)
+    ok = b'{"key":"YQ==","junk":' + b"[" * 9000 + b"]" * 9000 + b"}"
+    assert gw.decode_request(gw.RANGE_REQ, ok) == {"key": b"a"}
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
