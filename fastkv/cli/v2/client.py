@@ -19,6 +19,8 @@ connection per request.
 """
 from __future__ import annotations
 
+import abc
+
 import base64
 import http.client
 import json
@@ -341,13 +343,14 @@ def _default_tls() -> ssl.SSLContext:
 
 # -- the cluster client ---------------------------------------------------------------
 
-class Action:
-    """An httpAction: builds the request for one endpoint."""
+class Action(abc.ABC):
+    """An httpAction: builds the request for one endpoint (each kind of call is one)."""
 
     one_shot = False
 
+    @abc.abstractmethod
     def request(self, ep: URL) -> Request:
-        raise NotImplementedError
+        """The request for endpoint `ep`."""
 
 
 class Client:

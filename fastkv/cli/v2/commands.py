@@ -335,11 +335,9 @@ def set_command(c: CliContext) -> None:
 
 def get_command(c: CliContext) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
+    key = _key_arg(c)
     try:
-        resp = ki.get(total_timeout(c), args[0], sort=c.bool("sort"), quorum=c.bool("quorum"))
+        resp = ki.get(total_timeout(c), key, sort=c.bool("sort"), quorum=c.bool("quorum"))
     except ClientError as e:
         handle_error(c, EXIT_SERVER_ERROR, e)
     node = _node(c, resp)
@@ -375,11 +373,9 @@ def mk_command(c: CliContext) -> None:
 
 def _mkdir(c: CliContext, prev_exist: str) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
+    key = _key_arg(c)
     try:
-        resp = ki.set(total_timeout(c), args[0], "", ttl=c.int("ttl"), dir=True, prev_exist=prev_exist)
+        resp = ki.set(total_timeout(c), key, "", ttl=c.int("ttl"), dir=True, prev_exist=prev_exist)
     except ClientError as e:
         handle_error(c, EXIT_SERVER_ERROR, e)
     if _output(c) != "simple":
@@ -405,11 +401,9 @@ def _print_removed(c: CliContext, resp) -> None:
 
 def rm_command(c: CliContext) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
+    key = _key_arg(c)
     try:
-        resp = ki.delete(total_timeout(c), args[0], prev_index=c.int("with-index"),
+        resp = ki.delete(total_timeout(c), key, prev_index=c.int("with-index"),
                          prev_value=c.string("with-value"), dir=c.bool("dir"),
                          recursive=c.bool("recursive"))
     except ClientError as e:
@@ -419,11 +413,9 @@ def rm_command(c: CliContext) -> None:
 
 def rmdir_command(c: CliContext) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
+    key = _key_arg(c)
     try:
-        resp = ki.delete(total_timeout(c), args[0], dir=True)
+        resp = ki.delete(total_timeout(c), key, dir=True)
     except ClientError as e:
         handle_error(c, EXIT_SERVER_ERROR, e)
     _print_removed(c, resp)
@@ -463,12 +455,10 @@ def _r_print(c: CliContext, n) -> None:
 
 def watch_command(c: CliContext) -> None:
     ki = must_new_key_api(c)
-    args = c.args()
-    if not args:
-        handle_error(c, EXIT_BAD_ARGS, CommandError("key required"))
+    key = _key_arg(c)
     recursive = c.bool("recursive")
     forever = c.bool("forever")
-    w = ki.watcher(args[0], after_index=c.int("after-index"), recursive=recursive)
+    w = ki.watcher(key, after_index=c.int("after-index"), recursive=recursive)
     try:  # the SIGINT handler: os.Exit(0)
         while True:
             try:
