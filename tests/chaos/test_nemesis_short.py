@@ -34,8 +34,8 @@ def test_short_nemesis_run_is_linearizable_and_loses_nothing():
 
 def _analysed(history: list[Op]) -> Report:
     """Run the harness's own analysis (the linearizability check and the summary) on a history."""
-    n = Nemesis(seed=0)
-    n.history = history
+    n = Nemesis(seed=0, workloads=["register"])
+    n.workload("register").history = history
     rep = Report(seed=0, members=3, seconds=0)
     n._analyse(rep)
     return rep
@@ -93,7 +93,8 @@ def test_harness_catches_a_real_stale_read_from_a_partitioned_member():
     import requests
     from nemesis import b64, unb64
 
-    n = Nemesis(members=3, seed=0)
+    n = Nemesis(members=3, seed=0, workloads=["register"])
+    reg = n.workload("register")
     try:
         n.start_cluster()
         lead = n.leader()
@@ -108,7 +109,7 @@ def test_harness_catches_a_real_stale_read_from_a_partitioned_member():
             requests.post(lead_url + "/v3/kv/put", json={"key": b64("r0"), "value": b64(value)},
                           timeout=10).raise_for_status()
             op.complete = now()
-            n._record(op)
+            reg.record(op)
 
         def get(serializable):
             op = Op(0, 1, "get", ("r0",), now())
@@ -117,7 +118,7 @@ def test_harness_catches_a_real_stale_read_from_a_partitioned_member():
             r.raise_for_status()
             kvs = r.json().get("kvs") or []
             op.result, op.complete = (unb64(kvs[0]["value"]) if kvs else None), now()
-            n._record(op)
+            reg.record(op)
             return op.result
 
         put("v0")
