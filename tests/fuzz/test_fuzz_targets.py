@@ -53,6 +53,24 @@ def test_regressions(name, data):
     targets.run(name, data)
 
 
+def test_http_target_catches_a_failing_handler(monkeypatch):
+    """The HTTP target's checks bite: a handler that raises (the server answers 500 and logs
+    it) fails the target; the same request with the real handler passes and writes."""
+    from fastkv.api import v3_gateway as gw
+    put = b"POST /v3/kv/put HTTP/1.1\r\nContent-Length: 30\r\n\r\n" \
+          b'{"key":"Zg==","value":"YmFy"}\n'
+    _loop, server, _log = targets._member()
+    rev = server.store.rev
+    targets.http_request(b"\x00" + put)
+    assert server.store.rev == rev + 1
+
+    async def broken(server, body, req):
+        raise RuntimeError("a bug")
+    monkeypatch.setitem(gw.GATEWAY_ROUTES, "/v3/kv/put", (broken, False))
+    with pytest.raises(AssertionError, match="handler failed"):
+        targets.http_request(b"\x00" + put)
+
+
 def test_damage_is_detected_not_applied():
     """The damage targets really damage: a flipped bit in a WAL record or a snapshot
     is refused (not silently accepted with other data)."""
