@@ -68,11 +68,13 @@ class Workload:
 
 
 def _registry() -> dict:
+    from .append import AppendWorkload
     from .durability import DurabilityWorkload
     from .register import RegisterWorkload
     return {
         "register": RegisterWorkload,
         "durability": DurabilityWorkload,
+        "append": AppendWorkload,
     }
 
 
