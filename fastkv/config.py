@@ -97,6 +97,24 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _duration(text: str) -> float:
+    """A Go time.Duration flag ("1s", "500ms", "10m"), in seconds; Go's flag package
+    reports any bad duration as "parse error"."""
+    from fastkv.auth.jwt_tokens import parse_go_duration
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise ValueError("parse error") from None
+
+
+def _duration_text(seconds: float) -> str:
+    """A default duration as etcd's help shows it: 10m, 1s, 100ms."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
 @dataclasses.dataclass(frozen=True)
 class Flag:
     name: str
@@ -182,9 +200,19 @@ FLAGS = [
          "(empty will be auto-populated by Go)."),
     Flag("experimental-peer-skip-client-san-verification", _bool, False,
          "Skip verification of SAN field in client certificate for peer connections."),
+    Flag("experimental-watch-progress-notify-interval", _duration, 600.0,
+         "Duration of periodical watch progress notification."),
+    Flag("experimental-watch-slow-consumer-timeout", _duration, 300.0,
+         "fastkv's own: a watcher with 128 responses undelivered whose stream takes none for "
+         "this long is canceled (cancel_reason 'watch: slow consumer: ...'); a stream that "
+         "does not take even that cancel within the same time (10s at least) is closed. "
+         "0 keeps slow watchers for ever, as etcd 3.4 does."),
     Flag("experimental-fault-file", str, "",
-         "Testing only (fastkv's own): a file re-read every 100 ms listing member IDs (hex, "
-         "one per line) whose peer traffic, both ways, this member drops (tests/chaos)."),
+         "Testing only (fastkv's own; tests/chaos): a file re-read every 100 ms, one directive "
+         "a line: a member ID in hex (drop peer traffic with it, both ways), 'fsync-delay S' "
+         "(every WAL and snapshot fsync takes S seconds longer), 'clock-jump S' (this member's "
+         "clock, e.g. for lease expiry, reads S seconds ahead; negative: behind). A directive "
+         "left out is off; a file that does not parse changes nothing (fastkv/faults.py)."),
 ]
 FLAGS_BY_NAME = {f.name: f for f in FLAGS}
 
@@ -240,6 +268,8 @@ class Config:
     peer_crl_file: str = ""
     cipher_suites: list = dataclasses.field(default_factory=list)
     experimental_peer_skip_client_san_verification: bool = False
+    experimental_watch_progress_notify_interval: float = 600.0   # seconds
+    experimental_watch_slow_consumer_timeout: float = 300.0   # seconds; 0: never
     experimental_fault_file: str = ""
 
 
@@ -252,6 +282,8 @@ def usage() -> str:
             default = ",".join(default)
         elif isinstance(default, dict):
             default = ",".join(f"{k}={u}" for k, us in default.items() for u in us)
+        elif f.parse is _duration:
+            default = _duration_text(default)
         lines.append(f"  --{f.name}  (default {default!s})")
         lines.append(f"        {f.help}" + (f" [takes effect with the {f.later} work]" if f.later else ""))
     lines += ["  --version", "        Print the version and exit.", "  -h, --help",

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import os
+import random
 import time
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from fastkv.concurrency import Recipes
 from fastkv.v2store import V2Store
 from fastkv.v2store.apply import NAMESPACES as V2_NAMESPACES
 from fastkv.v2auth import V2AuthStore
-from fastkv import tlsconfig
+from fastkv import faults, tlsconfig
 from fastkv.config import Config
 from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeaseNotFound, ErrLearnerNotReady,
                            ErrMemberBadURLs, ErrMemberNotEnoughStarted, ErrMemberNotFound,
@@ -58,6 +59,7 @@ log = logging.getLogger("fastkv.server")
 
 LEASE_CHECK_SECONDS = 0.5        # how often the leader looks for expired leases (etcd: 500ms)
 PROGRESS_NOTIFY_SECONDS = 600.0  # etcd's default watch progress notify interval
+MIN_PROGRESS_NOTIFY_SECONDS = 0.1  # etcd's minWatchProgressInterval
 HEALTH_INTERVAL = 5.0            # etcd: a peer heard from within this is "active"
 READ_INDEX_RETRY_SECONDS = 0.5   # etcd's readIndexRetryTime
 LEARNER_READY_PERCENT = 0.9      # etcd: a learner within 90% of the leader's log may be promoted
@@ -86,10 +88,26 @@ def _proposal_dropped(exc: BaseException) -> bool:
     return type(exc).__name__ == "ErrProposalDropped"
 
 
+def progress_notify_interval(cfg: Config) -> float:
+    """etcd's NewWatchServer: a positive --experimental-watch-progress-notify-interval is
+    used, raised to 100ms at least (with a warning); zero or negative keeps the default."""
+    interval = cfg.experimental_watch_progress_notify_interval
+    if interval <= 0:
+        return PROGRESS_NOTIFY_SECONDS
+    if interval < MIN_PROGRESS_NOTIFY_SECONDS:
+        log.warning("adjusting watch progress notify interval to minimum period "
+                    "(min-watch-progress-notify-interval %gs)", MIN_PROGRESS_NOTIFY_SECONDS)
+        return MIN_PROGRESS_NOTIFY_SECONDS
+    return interval
+
+
 class Server:
     def __init__(self, cfg: Config, clock=time.monotonic):
         self.cfg = cfg
-        self.clock = clock
+        # Testing only: --experimental-fault-file may jump this member's clock (fastkv/faults.py).
+        self._jump_clock = faults.JumpClock(clock) if cfg.experimental_fault_file else None
+        self.clock = self._jump_clock or clock
+        self.progress_notify_seconds = progress_notify_interval(cfg)
         # TLS contexts of the client and peer ports (fastkv/tlsconfig.py; raises
         # TLSConfigError at start-up as etcd refuses). self.tls.client.client_cert_auth
         # is etcd's ClientCertAuthEnabled (False under --auto-tls, as etcd).
@@ -225,7 +243,8 @@ class Server:
             raft_log, applied = RaftLog(0, 0, entries), 0
         self.wal = wal
         self.snapshot_index = raft_log.snapshot_index
-        self.hub = WatchHub(self.store, self.header)
+        slow = max(0.0, self.cfg.experimental_watch_slow_consumer_timeout)
+        self.hub = WatchHub(self.store, self.header, slow_timeout=slow)
         self.applier = Applier(self.store, self.lessor, self.hub, self.membership, self.alarms,
                                self.auth, self.v2)
         self.applier.applied_index = applied
@@ -1221,7 +1240,10 @@ class Server:
     # ---- watch, maintenance -----------------------------------------------------------
 
     def watch_stream(self, creds=None) -> WatchStream:
-        stream = WatchStream(self.hub, self.header, progress_interval=PROGRESS_NOTIFY_SECONDS)
+        # etcd's GetProgressReportInterval: up to a tenth more, so that watchers created
+        # together (a client restarting) do not all get their notifications at once
+        interval = self.progress_notify_seconds * (1 + random.random() / 10)
+        stream = WatchStream(self.hub, self.header, progress_interval=interval)
 
         async def authorize(create: dict) -> str | None:
             """etcd's isWatchPermitted, at every create request of the stream."""
@@ -1379,26 +1401,39 @@ class Server:
                 self._apply_waiters.remove(waiter)
 
     async def _read_fault_file(self) -> None:
-        """--experimental-fault-file (tests/chaos): drop peer traffic to and from the member IDs
-        (hex, one per line) the file lists; a missing or empty file drops nothing."""
+        """--experimental-fault-file (tests/chaos), re-read every 100 ms: member IDs (hex, one
+        per line) whose peer traffic is dropped both ways, ``fsync-delay <seconds>`` and
+        ``clock-jump <seconds>`` (fastkv/faults.py). A missing or empty file asks for
+        nothing; a file that does not parse changes nothing."""
         path = self.cfg.experimental_fault_file
-        current: set[int] = set()
+        current = faults.Directives()
         while True:
             try:
                 with open(path) as f:
-                    ids = {int(w, 16) for w in f.read().split()}
+                    want = faults.parse(f.read())
             except FileNotFoundError:
-                ids = set()
+                want = faults.Directives()
             except (OSError, ValueError) as exc:
                 log.debug("fault file %s: %s", path, exc)   # being written: next time
-                ids = current
-            if ids != current:
-                log.warning("fault file: dropping peer traffic with %s",
-                            ", ".join(f"{i:x}" for i in sorted(ids)) or "nobody")
-                current = ids
-                self.transport.drop_to = set(ids)
-                self.transport.drop_from = set(ids)
+                want = current
+            if want != current:
+                self._apply_faults(current, want)
+                current = want
             await asyncio.sleep(0.1)
+
+    def _apply_faults(self, old: faults.Directives, new: faults.Directives) -> None:
+        if new.drop != old.drop:
+            log.warning("fault file: dropping peer traffic with %s",
+                        ", ".join(f"{i:x}" for i in sorted(new.drop)) or "nobody")
+            self.transport.drop_to = set(new.drop)
+            self.transport.drop_from = set(new.drop)
+        if new.fsync_delay != old.fsync_delay:
+            log.warning("fault file: every fsync takes %g s longer", new.fsync_delay)
+            self.wal.fsync_delay = self.snapshotter.fsync_delay = new.fsync_delay
+        if new.clock_offset != old.clock_offset:
+            log.warning("fault file: the clock jumps %+g s (now %+g s off)",
+                        new.clock_offset - old.clock_offset, new.clock_offset)
+            self._jump_clock.offset = new.clock_offset
 
     async def _sweep_tokens(self) -> None:
         """Forget expired simple tokens now and then (etcd's TTL keeper ticks each second)."""

@@ -130,6 +130,22 @@ class LeaseService(_Base, pb_grpc.LeaseServicer):
             await _abort(context, err)
 
 
+_ABANDONED = EtcdError("watch: slow consumer: the stream took no response; closed",
+                       GrpcCode.CANCELLED)
+
+
+async def _end_abandoned(context) -> None:
+    """End a watch stream that cannot take even a slow-consumer cancel. The in-loop
+    transport resets the HTTP/2 stream (RST_STREAM CANCEL: clientv3 sees a canceled
+    stream) and drops what it had queued; under grpc.aio the status waits behind the
+    queued data, in grpc core's bounded buffer."""
+    reset = getattr(context, "reset_stream", None)
+    if reset is not None:
+        reset()
+    else:
+        await _abort(context, _ABANDONED)
+
+
 class WatchService(_Base, pb_grpc.WatchServicer):
     async def Watch(self, request_iterator, context):
         server = self.server
@@ -156,6 +172,9 @@ class WatchService(_Base, pb_grpc.WatchServicer):
             async for resp in stream.responses():
                 await context.write(cv.from_dict(pb.WatchResponse, resp))
 
+        # a slow consumer that did not take even its cancel (fastkv/mvcc/watch.py)
+        stream.on_abandon = lambda: fail(_ABANDONED)
+        stream.peer = context.peer()
         tasks = [asyncio.ensure_future(read_requests())]
         tasks[0].add_done_callback(read_done)
         if require_leader:
@@ -166,7 +185,9 @@ class WatchService(_Base, pb_grpc.WatchServicer):
             await asyncio.wait({sender, failure}, return_when=asyncio.FIRST_COMPLETED)
             if failure.done():
                 exc = failure.result()
-                if isinstance(exc, EtcdError):
+                if exc is _ABANDONED:
+                    await _end_abandoned(context)
+                elif isinstance(exc, EtcdError):
                     await _abort(context, exc)
                 return   # the client went away
             exc = sender.exception()

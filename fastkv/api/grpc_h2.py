@@ -335,6 +335,11 @@ class CallContext:
     def cancelled(self) -> bool:
         return self.stream.reset
 
+    def reset_stream(self) -> None:
+        """fastkv's own: end the call at once with RST_STREAM(CANCEL), dropping what it
+        has queued (a watch stream whose client stopped reading it)."""
+        self.stream.conn.reset_stream(self.stream)
+
 
 class Stream:
     __slots__ = ("conn", "sid", "method", "buf", "requests", "task", "send_window", "pending",
@@ -532,6 +537,22 @@ class GrpcConnection:
             st.reset = True
             if st.requests is not None:
                 st.requests.end()
+        self._forget(st)
+
+    def reset_stream(self, st: Stream, code: int = CANCEL) -> None:
+        """End a call from our side with RST_STREAM: its queued DATA and trailers are
+        dropped (RST_STREAM needs no flow-control window, so it goes out at once)."""
+        if st.reset or self.closed:
+            return
+        self.write_frame(RST_STREAM, 0, st.sid, code.to_bytes(4, "big"))
+        st.reset = True
+        st.pending.clear()
+        st.pending_off = st.pending_bytes = 0
+        st.trailers = None
+        st.wake_writer()
+        if st.requests is not None:
+            st.requests.end()
+        self.streams.pop(st.sid, None)
         self._forget(st)
 
     def _forget(self, st: Stream) -> None:

@@ -883,6 +883,11 @@ async def watch_handler(server, ctx) -> None:
         return
     stream = server.watch_stream(http_credentials(ctx.req))   # checked at each create
     failed: list = []
+    # a slow consumer that did not take even its cancel (fastkv/mvcc/watch.py): the
+    # connection is closed, which drops what its transport holds
+    stream.on_abandon = ctx.proto.transport.abort
+    peer = ctx.proto.transport.get_extra_info("peername")
+    stream.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
 
     async def pump():
         try:

@@ -19,6 +19,23 @@ Two classes, as etcd 3.4's mvcc/watchable_store.go and v3rpc/watch.go:
     the compact revision gets etcd's compacted response (``compact_revision``
     set, canceled) and is removed.
 
+Slow consumers. A response counts as pending from the moment it is queued until
+the stream's consumer (the gRPC or HTTP adapter) *takes* it to write it; the
+adapter takes the next one only once its transport has room (HTTP/2 flow control
+of the stream, the asyncio transport's high-water mark), so a client that stops
+reading stops the taking: per watcher at most ``max_pending`` responses wait here,
+plus the transport's own bounded buffer. etcd 3.4 keeps such victims for ever.
+fastkv bounds it (``slow_timeout``, ``--experimental-watch-slow-consumer-timeout``,
+5 minutes by default, 0 for etcd's behaviour): a blocked watcher (``max_pending``
+responses waiting) whose stream has taken no response for that long is cancelled:
+its queued responses are dropped and the stream gets, ahead of the rest, etcd's
+canceled WatchResponse with ``cancel_reason`` ``ERR_SLOW_CONSUMER`` (etcdctl and
+clientv3 see a watch canceled by the server). A stream that does not take even
+that response within ``max(slow_timeout, MIN_CANCEL_GRACE)`` is abandoned: its
+adapter resets the HTTP/2 stream (or closes the HTTP/1.1 connection), which frees
+the transport's buffer too. A consumer that is slow but still takes responses is
+never cancelled: it falls behind and catches up from history, as in etcd.
+
 :class:`WatchStream`
     one client stream with many watches (the JSON gateway's /v3/watch, gRPC
     Watch): ``await handle(request)`` for create/cancel/progress requests,
@@ -32,6 +49,8 @@ fields at their default left out, except ``watch_id`` which is always there
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
 from typing import Callable
 
@@ -47,10 +66,17 @@ WATCH_BATCH_MAX_REVS = 1000  # etcd's watchBatchMaxRevs
 DEFAULT_MAX_PENDING = 128  # responses queued for one watcher before it is moved to unsynced
 DEFAULT_PROGRESS_INTERVAL = 600.0  # etcd's default progress report interval (10 minutes)
 DEFAULT_MAX_REQUEST_BYTES = 1572864  # etcd's --max-request-bytes default, used for fragments
+DEFAULT_SLOW_TIMEOUT = 300.0  # a blocked watcher whose stream takes nothing this long is canceled
+MIN_CANCEL_GRACE = 10.0  # at least this long for the stream to take the cancel, then it is closed
 
 # mvcc errors a watch can be canceled with (their strings are the cancel_reason)
 ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
 ERR_WATCHER_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+# fastkv's own (etcd 3.4 keeps slow watchers): the reason a slow consumer's watch ends with
+ERR_SLOW_CONSUMER = ("watch: slow consumer: {pending} responses undelivered and none taken "
+                     "for {seconds:g}s; watch canceled")
+
+log = logging.getLogger("fastkv.watch")
 
 _PUT, _DELETE = 0, 1
 
@@ -60,7 +86,7 @@ class Watcher:
 
     __slots__ = ("id", "key", "end", "min_rev", "no_put", "no_delete", "prev_kv",
                  "fragment", "progress_notify", "stream", "synced", "pending",
-                 "canceled", "progress_due")
+                 "canceled", "progress_due", "blocked_at", "blocked_mark")
 
     def __init__(self, watch_id: int, key: bytes, end, min_rev: int, filters, prev_kv: bool,
                  fragment: bool, progress_notify: bool, stream):
@@ -78,6 +104,10 @@ class Watcher:
         self.pending = 0  # responses queued in the stream, not yet taken by the consumer
         self.canceled = False
         self.progress_due = True  # etcd's progress[id]: no event sent since the last tick
+        # a slow consumer: when this watcher was last seen blocked (max_pending responses
+        # waiting) with its stream taking nothing, and the stream's `taken` count then
+        self.blocked_at: float | None = None
+        self.blocked_mark = 0
 
     def matches(self, key: bytes) -> bool:
         end = self.end
@@ -95,11 +125,18 @@ class WatchHub:
 
     def __init__(self, store, header_fn: Callable[[int], dict],
                  max_pending: int = DEFAULT_MAX_PENDING,
-                 batch_max_revs: int = WATCH_BATCH_MAX_REVS):
+                 batch_max_revs: int = WATCH_BATCH_MAX_REVS,
+                 slow_timeout: float = DEFAULT_SLOW_TIMEOUT, clock=time.monotonic):
         self.store = store
         self.header_fn = header_fn
         self.max_pending = max_pending
         self.batch_max_revs = batch_max_revs
+        self.slow_timeout = slow_timeout  # 0: slow watchers are kept (etcd 3.4)
+        self.cancel_grace = max(slow_timeout, MIN_CANCEL_GRACE)
+        self.clock = clock
+        self._blocked: set = set()  # watchers seen blocked, checked by check_slow()
+        self._cancelling: set = set()  # streams that have not taken a slow-consumer cancel yet
+        self._slow_timer = None
         self._key_watchers: dict[bytes, set] = {}  # synced single-key watchers
         self._range_watchers: set = set()  # synced range watchers
         self._unsynced: set = set()
@@ -130,6 +167,7 @@ class WatchHub:
 
     def remove(self, w: Watcher) -> None:
         w.canceled = True
+        self._blocked.discard(w)
         if w.synced:
             self._remove_synced(w)
         else:
@@ -215,6 +253,7 @@ class WatchHub:
                 self._remove_synced(w)
                 w.min_rev = rev
                 self._unsynced.add(w)
+                self._mark_blocked(w)
                 continue
             w.min_rev = rev + 1
             w.stream._send_events(w, rev, _select(w, evs))
@@ -253,6 +292,7 @@ class WatchHub:
         more = False
         for w in list(self._unsynced):
             if w.pending >= max_pending:
+                self._mark_blocked(w)
                 continue  # resumed by the stream when its consumer drains
             if w.min_rev < compact_rev:
                 self._unsynced.discard(w)
@@ -295,6 +335,62 @@ class WatchHub:
 
     def all_synced(self, watchers) -> bool:
         return not any(w in self._unsynced for w in watchers)
+
+    # -------------------------------------------------------- slow consumers
+
+    def _mark_blocked(self, w: Watcher) -> None:
+        """w has max_pending responses waiting: from now on check_slow() watches it."""
+        if w.blocked_at is not None or self.slow_timeout <= 0:
+            return
+        w.blocked_at = self.clock()
+        w.blocked_mark = w.stream.taken
+        self._blocked.add(w)
+        self._arm_slow_check()
+
+    def _arm_slow_check(self) -> None:
+        if self._slow_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # plain synchronous use: the caller runs check_slow() itself
+        interval = min(1.0, max(0.05, self.slow_timeout / 4))
+        self._slow_timer = loop.call_later(interval, self._slow_tick)
+
+    def _slow_tick(self) -> None:
+        self._slow_timer = None
+        self.check_slow()
+        if self._blocked or self._cancelling:
+            self._arm_slow_check()
+
+    def check_slow(self, now: float | None = None) -> None:
+        """Cancel the blocked watchers whose stream took no response for slow_timeout,
+        and abandon the streams that did not take such a cancel within cancel_grace.
+
+        A watcher is blocked while max_pending of its responses wait; its clock starts
+        again whenever its stream takes any response (the stream is draining, if slowly)."""
+        now = self.clock() if now is None else now
+        max_pending = self.max_pending
+        expired: dict = {}
+        for w in list(self._blocked):
+            if w.canceled or w.pending < max_pending:
+                w.blocked_at = None  # draining: marked again when it blocks again
+                self._blocked.discard(w)
+            elif w.stream.taken != w.blocked_mark:
+                w.blocked_at, w.blocked_mark = now, w.stream.taken
+            elif now - w.blocked_at >= self.slow_timeout:
+                self._blocked.discard(w)
+                expired.setdefault(w.stream, []).append(w)
+        for stream, ws in expired.items():
+            stream._cancel_slow(ws, now)
+            self._cancelling.add(stream)
+        for stream in list(self._cancelling):
+            if stream.closed or stream.taken != stream._cancel_mark:
+                self._cancelling.discard(stream)  # it took the cancel (or went away)
+                stream._cancel_since = None
+            elif now - stream._cancel_since >= self.cancel_grace:
+                self._cancelling.discard(stream)
+                stream._abandon()
 
 
 def _select(w: Watcher, evs: list) -> list:
@@ -343,6 +439,13 @@ class WatchStream:
         # async (create_request) -> None, or the cancel reason that refuses it (the
         # server sets it while auth is enabled: etcd's isWatchPermitted)
         self.authorize = None
+        self.taken = 0  # responses the consumer has taken: the hub sees if it drains
+        self._cancel_since: float | None = None  # a slow-consumer cancel waits since then
+        self._cancel_mark = 0  # `taken` when it was queued
+        # set by the adapter: end the stream at the transport (reset the HTTP/2 stream,
+        # close the connection) when it cannot take even a slow-consumer cancel
+        self.on_abandon: Callable[[], None] | None = None
+        self.peer = ""  # the client's address, for the log (set by the adapter)
 
     # --------------------------------------------------------------- requests
 
@@ -465,6 +568,53 @@ class WatchStream:
     def _on_synced(self) -> None:
         self._check_progress_pending()
 
+    def _cancel_slow(self, ws: list, now: float) -> None:
+        """Cancel slow consumers' watches (see the module docstring): their queued
+        responses are dropped, and their canceled responses go ahead of the rest (right
+        after a watcher's own created response if that is still queued)."""
+        hub = self.hub
+        reason = ERR_SLOW_CONSUMER.format(pending=hub.max_pending, seconds=hub.slow_timeout)
+        header = self.header_fn(hub.store.rev)
+        cancels = {}
+        for w in ws:
+            self._watchers.pop(w.id, None)
+            hub.remove(w)
+            cancels[w.id] = (None, {"header": header, "watch_id": w.id, "canceled": True,
+                                    "cancel_reason": reason})
+        gone = set(ws)
+        kept = []
+        created_at: dict = {}  # watch id -> index of its created response still queued
+        for item in self._queue:
+            if item[0] in gone:
+                continue
+            resp = item[1]
+            if item[0] is None and resp.get("created") and resp.get("watch_id") in cancels:
+                created_at[resp["watch_id"]] = len(kept)
+            kept.append(item)
+        for wid, i in sorted(created_at.items(), key=lambda e: -e[1]):
+            kept.insert(i + 1, cancels.pop(wid))
+        self._queue.clear()  # in place: responses() holds this deque
+        self._queue.extend(list(cancels.values()) + kept)
+        if self._cancel_since is None or self.taken != self._cancel_mark:
+            self._cancel_since, self._cancel_mark = now, self.taken
+        log.warning("watch: slow consumer: canceled watch %s of the stream from %s: %d "
+                    "responses undelivered and none taken for %gs",
+                    ", ".join(str(w.id) for w in ws), self.peer or "?", hub.max_pending,
+                    hub.slow_timeout)
+        if self._wakeup is not None:
+            self._wakeup.set()
+        self._check_progress_pending()
+
+    def _abandon(self) -> None:
+        """The stream did not take a slow-consumer cancel in time: end it at the transport."""
+        log.warning("watch: slow consumer: the stream from %s took no response for %gs "
+                    "after a cancel; closing it", self.peer or "?", self.hub.cancel_grace)
+        self._cancel_since = None
+        abandon = self.on_abandon
+        self.close()
+        if abandon is not None:
+            abandon()
+
     # ---------------------------------------------------------------- output
 
     def _push(self, w: Watcher | None, resp: dict) -> None:
@@ -484,6 +634,7 @@ class WatchStream:
         """The next response if one is queued (fragments not applied), else None."""
         while self._queue:
             w, resp = self._queue.popleft()
+            self.taken += 1
             if w is not None:
                 w.pending -= 1
                 if w.canceled:
@@ -501,6 +652,7 @@ class WatchStream:
         while True:
             while queue:
                 w, resp = queue.popleft()
+                self.taken += 1
                 if w is not None:
                     w.pending -= 1
                     if w.canceled:
@@ -550,6 +702,7 @@ class WatchStream:
         self._watchers.clear()
         self._queue.clear()
         self._closed = True
+        self.hub._cancelling.discard(self)
         if self._progress_task is not None:
             self._progress_task.cancel()
             self._progress_task = None

@@ -20,6 +20,7 @@ import struct
 
 from fastkv._crc32c import crc32c
 from fastkv.errors import StorageCorruption
+from fastkv.faults import slow_disk
 from fastkv.storage.filenames import hex_pair_name, parse_hex_pair_name
 from fastkv.storage.wal import fsync_dir
 
@@ -138,6 +139,7 @@ def decode_stream(buf: bytes, path: str = "<snapshot>") -> tuple[dict, list[byte
 class Snapshotter:
     def __init__(self, snap_dir: str):
         self.dir = snap_dir
+        self.fsync_delay = 0.0      # testing only (fastkv/faults.py): a slow disk
         os.makedirs(snap_dir, exist_ok=True)
 
     def files(self) -> list[tuple[int, int, str]]:
@@ -158,6 +160,8 @@ class Snapshotter:
             size = write_frames(f, state, blobs, flush_bytes=FLUSH_BYTES)
             f.flush()
             os.fsync(f.fileno())
+            if self.fsync_delay:
+                slow_disk(self.fsync_delay)
         os.rename(tmp, path)
         fsync_dir(self.dir)
         for _t, _i, old in self.files()[:-KEEP]:

@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass, field
 
 from fastkv.errors import StorageCorruption
+from fastkv.faults import slow_disk
 from fastkv.storage import _walcodec as codec
 from fastkv.storage.filenames import hex_pair_name, parse_hex_pair_name
 
@@ -124,6 +125,7 @@ class WAL:
         self.bytes_since_snapshot = 0   # record bytes after the newest snapshot marker
         self.fsyncs = 0
         self.failed: BaseException | None = None  # a write or fsync error: no more writes
+        self.fsync_delay = 0.0      # testing only (fastkv/faults.py): a slow disk
         self._read_only = False     # replaying for a tool: repair nothing
 
     # ---- creation and opening -------------------------------------------------
@@ -374,6 +376,8 @@ class WAL:
                     _preallocate(self._fd, self._offset + len(buf))
             _pwrite_all(self._fd, buf, self._offset)
             os.fdatasync(self._fd)
+            if self.fsync_delay:
+                slow_disk(self.fsync_delay)
         except BaseException as exc:
             self.failed = exc
             raise

@@ -365,3 +365,41 @@ def _frame_starts(out):
     while i + 9 <= len(out):
         yield i
         i += 9 + int.from_bytes(out[i:i + 3], "big")
+
+
+def test_reset_stream_drops_what_waits_for_window_and_ends_the_call():
+    """A watch stream whose client stopped reading is ended with RST_STREAM(CANCEL):
+    the frame needs no window, the stream's queued DATA is dropped, its writer wakes."""
+    async def go():
+        parked = asyncio.Event()
+        ended = []
+
+        async def flood(request, context):
+            try:
+                while True:
+                    await context.write(pb.RangeResponse(kvs=[{"key": b"k",
+                                                               "value": b"v" * 4000}]))
+            except asyncio.CancelledError:
+                ended.append("writer woke")
+                raise
+            finally:
+                parked.set()
+
+        c = Client(methods(**{"/etcdserverpb.KV/Flood": h2.Method(flood, pb.RangeRequest,
+                                                                   False, True)}),
+                   settings=h2.S_INITIAL_WINDOW_SIZE.to_bytes(2, "big") + (1000).to_bytes(4, "big"))
+        c.call(1, "/etcdserverpb.KV/Flood", pb.RangeRequest())
+        await c.frames()
+        st = c.conn.streams[1]
+        assert st.pending_bytes > h2.STREAM_BUFFER_HIGH and st.drain_waiter is not None
+        ctx = h2.CallContext(st, ())
+        ctx.reset_stream()
+        frames = await c.frames()
+        assert (h2.RST_STREAM, 0, 1, h2.CANCEL.to_bytes(4, "big")) in frames
+        assert not any(t == h2.DATA for t, f, s, p in frames)
+        assert st.pending_bytes == 0 and not st.pending and 1 not in c.conn.streams
+        await asyncio.wait_for(parked.wait(), 2)
+        assert ended == ["writer woke"]
+        c.send(h2._frame(h2.WINDOW_UPDATE, 0, 1, (1 << 20).to_bytes(4, "big")))
+        assert not [f for f in await c.frames() if f[2] == 1]   # nothing more on it
+    asyncio.run(go())
