@@ -13,11 +13,30 @@ not deterministic, so a seed reproduces the fault schedule, not the exact interl
 * ``partition-leader`` the same for the leader. Partitions go through each member's
   ``--experimental-fault-file`` (a test-only flag: the peer transport drops traffic to and
   from the member IDs the file lists); clients still reach every member.
+* ``slow-disk``    every WAL and snapshot fsync of a random member takes 50-500 ms longer
+  (``fsync-delay`` in its fault file, fastkv/faults.py), back to speed after a while;
+* ``slow-disk-leader`` the same for the leader;
+* ``clock-jump``   a random member's clock (lease expiry, deadlines) jumps 1-6 s forward, or
+  now and then 1-4 s back (``clock-jump`` in its fault file), and back after a while;
+* ``clock-jump-leader`` the same for the leader: leases may expire early, as in etcd.
+* ``member-replace``, ``member-replace-leader``, ``torn-tail``, ``wal-bitflip``,
+  ``snapshot-bitflip``: member remove/add cycles and on-disk damage, detected and never
+  applied (tests/chaos/disk_and_membership.py). After healing, every member's HashKV at
+  one revision must be equal.
 
 Workloads (tests/chaos/workloads/, each with its own checks; ``--workloads a,b`` picks some):
 
 * register: get/put/CAS on a few keys, checked for linearizability;
-* durability: every acknowledged put present on every member after the faults heal.
+* durability: every acknowledged put present on every member after the faults heal;
+* append: multi-key txns guarded on revisions, checked for strict serializability
+  (tests/checkers/append.py: no lost, duplicated or reordered appends);
+* lock: clients contend for a lock (etcd's lock service, on kept-alive leases) and fence
+  their writes with its revision, some pausing past their lease TTL; checked by
+  tests/checkers/fencing.py (writes in lock order, leases not revoked early);
+* watch: watchers on key ranges, resumed on another member when theirs fails and restarted
+  at random earlier revisions, checked against the true history (tests/checkers/watch.py:
+  ordered, unique, atomic, reliable, resumable, bookmarkable; members start with a 1 s
+  --experimental-watch-progress-notify-interval).
 
 ``run(...)`` returns a :class:`Report`; ``Report.failed`` is true on any anomaly or lost
 write. Every process started is stopped when ``run`` returns or raises (also on Ctrl-C).
@@ -25,6 +44,7 @@ write. Every process started is stopped when ``run`` returns or raises (also on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import shutil
@@ -47,9 +67,17 @@ from httpclient import REQUEST_TIMEOUT, NoAnswer, b64, post, unb64  # noqa: E402
 from servers import Cluster, FastkvProcess  # noqa: E402
 from workloads import DEFAULT_WORKLOADS, WORKLOADS  # noqa: E402
 from workloads.durability import compare_durable  # noqa: E402,F401
+from disk_and_membership import DiskAndMembershipFaults  # noqa: E402
 
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
-FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "partition-leader")
+from fastkv.faults import Directives, render as render_faults  # noqa: E402
+
+# A small --snapshot-count: snapshots are taken (and can be damaged) in short runs.
+FAST = ["--heartbeat-interval", "50", "--election-timeout", "500", "--snapshot-count", "300",
+        "--experimental-watch-progress-notify-interval", "1s"]
+FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "partition-leader",
+               "slow-disk", "slow-disk-leader", "clock-jump", "clock-jump-leader",
+               "member-replace", "member-replace-leader", "torn-tail", "wal-bitflip",
+               "snapshot-bitflip")
 
 
 @dataclass
@@ -101,7 +129,7 @@ class Report:
         return "\n".join(lines)
 
 
-class Nemesis:
+class Nemesis(DiskAndMembershipFaults):
     def __init__(self, *, members: int = 3, seed: int = 1, seconds: float = 30.0,
                  workloads=DEFAULT_WORKLOADS, fault_kinds=FAULT_KINDS, schedule=None,
                  verbose: bool = False, log=print, **workload_args):
@@ -111,7 +139,7 @@ class Nemesis:
         self.seed = seed
         self.seconds = seconds
         self.fault_kinds = tuple(fault_kinds)
-        self.schedule = list(schedule or [])   # given: these kinds in turn, not random ones
+        self.schedule = list(schedule or [])   # given: these kinds in turn, each at least once
         self.verbose = verbose
         self._log = log
         self.rng = random.Random(seed)
@@ -125,6 +153,12 @@ class Nemesis:
         self.paused: set[int] = set()
         self.ids: list[int] = []            # member IDs, by index (for the fault files)
         self.fault_dir = ""
+        self.fault_files: dict[int, Directives] = {}   # what each member's fault file says
+        self.fault_log: list[tuple] = []    # (kind, victims, start, end), now() seconds
+        self.anomalies: list[str] = []      # found while injecting faults
+        self.outcomes: dict[str, int] = {}  # what faults led to (e.g. damage detected)
+        self.logs: list[str] = []           # every member's log file, replaced ones too
+        self.members_added = 0
         self.t0 = time.monotonic()
         self.workloads = []
         first = 0
@@ -215,7 +249,9 @@ class Nemesis:
         hold = self.rng.uniform(0.5, 2.5)
         self.faults[kind] = self.faults.get(kind, 0) + 1
         base = kind[:-len("-leader")] if kind.endswith("-leader") else kind
+        start = self.now()
         getattr(self, "_fault_" + base.replace("-", "_"))(kind, victims, hold)
+        self.fault_log.append((kind, list(victims), start, self.now()))
 
     @staticmethod
     def _names(victims) -> str:
@@ -258,13 +294,46 @@ class Nemesis:
             members[v].proc.send_signal(signal.SIGCONT)
             self.paused.discard(v)
 
+    def _fault_slow_disk(self, kind: str, victims: list[int], hold: float) -> None:
+        delay = self.rng.uniform(0.05, 0.5)
+        self.log(f"{kind}: every fsync of {self._names(victims)} takes {delay * 1000:.0f} ms "
+                 f"longer for {hold:.1f} s")
+        self._hold_directive(victims, hold, fsync_delay=delay)
+        self.log(f"the disk of {self._names(victims)} is back to speed")
+
+    def _fault_clock_jump(self, kind: str, victims: list[int], hold: float) -> None:
+        if self.rng.random() < 0.75:
+            jump = self.rng.uniform(1.0, 6.0)     # often more than a lock workload lease TTL
+        else:
+            jump = -self.rng.uniform(1.0, 4.0)
+        self.log(f"{kind}: the clock of {self._names(victims)} jumps {jump:+.1f} s "
+                 f"for {hold:.1f} s")
+        self._hold_directive(victims, hold, clock_offset=jump)
+        self.log(f"the clock of {self._names(victims)} jumps back")
+
+    def _hold_directive(self, victims: list[int], hold: float, **directive) -> None:
+        """One fault-file directive on the victims for ``hold`` seconds, then off (0) again."""
+        for v in victims:
+            self._write_fault(v, **directive)
+        self._sleep(hold)
+        for v in victims:
+            self._write_fault(v, **{k: 0.0 for k in directive})
+
     def _fault_path(self, i: int) -> str:
         return os.path.join(self.fault_dir, f"m{i}.drop")
 
-    def _write_fault(self, i: int, drop: list[int]) -> None:
+    def _write_fault(self, i: int, drop: list[int] | None = None, **directives) -> None:
+        """Rewrite member i's fault file: ``drop`` (indexes of the members whose traffic it
+        drops) and/or fastkv/faults.py directives (``fsync_delay=``, ``clock_offset=``); what
+        is not given stays as it was, so one fault's healing leaves another's in place."""
+        d = self.fault_files.get(i, Directives())
+        if drop is not None:
+            d = dataclasses.replace(d, drop=frozenset(self.ids[j] for j in drop))
+        d = dataclasses.replace(d, **directives)
+        self.fault_files[i] = d
         tmp = self._fault_path(i) + ".tmp"
         with open(tmp, "w") as f:
-            f.write("".join(f"{self.ids[j]:x}\n" for j in drop))
+            f.write(render_faults(d))
         os.replace(tmp, self._fault_path(i))     # the member never reads half a file
 
     def _sleep(self, s: float) -> None:
@@ -277,7 +346,7 @@ class Nemesis:
         threads: list[threading.Thread] = []
         try:
             self.start_cluster()
-            rep.logs = [m.log_path for m in self.cluster.members]
+            rep.logs = self.logs = [m.log_path for m in self.cluster.members]
             mon = threading.Thread(target=self._monitor, daemon=True, name="monitor")
             mon.start()
             for w in self.workloads:
@@ -287,7 +356,7 @@ class Nemesis:
             end = time.monotonic() + self.seconds
             self._sleep(self.rng.uniform(1.0, 2.0))
             k = 0
-            while time.monotonic() < end:
+            while time.monotonic() < end or k < len(self.schedule):   # a schedule: all of it
                 if self.schedule:
                     kind = self.schedule[k % len(self.schedule)]
                 else:
@@ -305,6 +374,7 @@ class Nemesis:
             if self._converge(rep):
                 for w in self.workloads:
                     w.after_heal(rep)
+                self._check_hashes(rep)
         finally:
             self.stop_clients.set()
             self.stop_monitor.set()
@@ -362,6 +432,9 @@ class Nemesis:
             rep.indeterminate += w.n_indeterminate
             rep.failed_reads += w.failed_reads
         rep.faults = dict(self.faults)
+        rep.anomalies += self.anomalies
+        for what, count in sorted(self.outcomes.items()):
+            rep.note(f"{what}: {count}")
         rep.elections = len(self.terms_with_leader)
         done = sorted(self.ok_times)
         if done:

@@ -1,7 +1,7 @@
 """The list-append checker (tests/checkers/append.py) on crafted histories: each anomaly it
 claims to catch, valid histories it must accept (indeterminate txns either way), random
-serializable histories and their corruptions; the append workload's txn building; and one
-short real-process nemesis run of the append workload that must come out clean."""
+serializable histories and their corruptions; the append workload's txn building. The
+real-process run (all workloads at once) is test_nemesis_short.py."""
 from __future__ import annotations
 
 import os
@@ -348,19 +348,3 @@ def test_harness_reports_append_anomalies():
     rep = _analysed(bad)
     assert rep.failed and "FAILED" in rep.summary()
     assert any(a.startswith("append ") for a in rep.anomalies)
-
-
-# ---- a real run ----------------------------------------------------------------------------------
-
-def test_short_append_nemesis_run_is_strict_serializable():
-    rep = Nemesis(members=3, seed=11, seconds=12, workloads=["append"],
-                  schedule=["kill-leader", "partition", "pause-leader", "partition-leader"]
-                  ).run()
-    summary = rep.summary()
-    print(summary)
-    assert not rep.failed, summary
-    assert sum(rep.faults.values()) >= 2, summary
-    line = next(n for n in rep.notes if n.startswith("append:"))
-    ok = int(line.split("(")[1].split(" ok")[0])
-    assert ok >= 50, summary
-    assert "strict serializable" in line, summary

@@ -17,7 +17,8 @@ worst-unavailability measure.
 What a workload may use of the nemesis ``nem``: ``nem.n`` (members), ``nem.url(i)`` (member
 i's client URL, read it per request: a replaced member may move), ``nem.seed``,
 ``nem.now()`` (seconds since the run started), ``nem.log(msg)`` (verbose only),
-``nem.stop_clients`` (a threading.Event), ``nem.status(i)``, ``nem.leader()``.
+``nem.stop_clients`` (a threading.Event), ``nem.status(i)``, ``nem.leader()``,
+``nem.fault_log`` (the faults done: (kind, victim indexes, start, end) in ``nem.now()`` time).
 """
 from __future__ import annotations
 
@@ -70,13 +71,17 @@ class Workload:
 def _registry() -> dict:
     from .append import AppendWorkload
     from .durability import DurabilityWorkload
+    from .lock import LockWorkload
     from .register import RegisterWorkload
+    from .watch import WatchWorkload
     return {
         "register": RegisterWorkload,
         "durability": DurabilityWorkload,
+        "lock": LockWorkload,
         "append": AppendWorkload,
+        "watch": WatchWorkload,
     }
 
 
 WORKLOADS = _registry()
-DEFAULT_WORKLOADS = ("register", "durability")
+DEFAULT_WORKLOADS = ("register", "durability", "append", "watch", "lock")
