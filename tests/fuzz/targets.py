@@ -14,17 +14,32 @@ in test_fuzz_targets.py (REGRESSIONS).
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
+import logging
 import os
 import shutil
+import socket
 import tempfile
 
+import httptools
+from google.protobuf.message import DecodeError
+
+# Everything a target reaches is imported here, at the top: atheris instruments (for its
+# coverage feedback) only the modules imported while this module is (run_atheris.py).
+from fastkv import config
+from fastkv import requests as rq
+from fastkv.api import grpc_convert
 from fastkv.api import v2_keys
 from fastkv.api import v3_gateway as gw
 from fastkv.api.gojson import GoJSONError
 from fastkv.api.grpc_h2 import HpackDecoder
+from fastkv.api.http import HttpProtocol
 from fastkv.errors import EtcdError, StorageCorruption
+from fastkv.mvcc import validation
+from fastkv.proto.etcdserverpb import rpc_pb2
 from fastkv.raft import _peercodec as peercodec
+from fastkv.server import Server
 from fastkv.storage import _walcodec as walcodec
 from fastkv.storage import snapshot
 from fastkv.storage.wal import WAL, Entry, HardState
@@ -85,11 +100,6 @@ def hpack(data: bytes) -> None:
 def grpc_message(data: bytes) -> None:
     """A request body as the KV servicer receives it: protobuf, our dict form, then the
     checks the server runs before anything is proposed."""
-    from google.protobuf.message import DecodeError
-
-    from fastkv.api import grpc_convert
-    from fastkv.mvcc import validation
-    from fastkv.proto.etcdserverpb import rpc_pb2
     if not data:
         return
     kinds = [(rpc_pb2.PutRequest, validation.check_put),
@@ -245,7 +255,6 @@ class _ErrorLog:
     """Counts log records at ERROR and above (a handler that failed: a bug)."""
 
     def __init__(self):
-        import logging
         self.records: list = []
         handler = logging.Handler(logging.ERROR)
         handler.emit = self.records.append
@@ -267,12 +276,6 @@ def _member():
     """One single-member fastkv (v2 enabled) in this process, on loopback, started once."""
     global _MEMBER
     if _MEMBER is None:
-        import asyncio
-        import socket
-
-        from fastkv import config
-        from fastkv.server import Server
-
         def port() -> int:
             with socket.socket() as sk:
                 sk.bind(("127.0.0.1", 0))
@@ -302,7 +305,6 @@ def _member():
 async def _quiesce(server) -> None:
     """End every timer an earlier input started (leases, v2 TTLs), so that no expiry changes
     the state while the next input runs: a change is then the input's own doing."""
-    from fastkv import requests as rq
     for lease_id in list(server.lessor._leases):
         try:
             await server.lease_revoke({"ID": lease_id})
@@ -332,11 +334,6 @@ def http_request(data: bytes) -> None:
     """Raw bytes (or, first byte odd, a request built from known routes) on a connection
     to a live member: no handler fails (nothing logged at ERROR), nothing hangs, every
     answer parses as HTTP, and the member's state changes only under a 2xx answer."""
-    import asyncio
-
-    import httptools
-
-    from fastkv.api.http import HttpProtocol
     if not data:
         return
     loop, server, errors = _member()
