@@ -282,8 +282,13 @@ WATCH_WRITES = [["put", "w/a", "1"], ["put", "w/a", "2"], ["put", "w/b", "x"], [
     ["w/", "--prefix", "--rev", "1", "--prev-kv", "-w", "json"],
 ], ids=["key", "prefix-prevkv", "json", "range-hex", "rev-json"])
 def test_watch_output_matches(two_etcds, watch_args):
-    want = _watch_transcript("etcdctl", two_etcds[0], watch_args, WATCH_WRITES)
-    got = _watch_transcript("fastkvctl", two_etcds[1], watch_args, WATCH_WRITES)
+    # both at once (each on its own server): the transcripts wait on fixed sleeps
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        want_f = pool.submit(_watch_transcript, "etcdctl", two_etcds[0], watch_args, WATCH_WRITES)
+        got_f = pool.submit(_watch_transcript, "fastkvctl", two_etcds[1], watch_args,
+                            WATCH_WRITES)
+        want, got = want_f.result(), got_f.result()
     assert got == want
     assert want[1], "the watch printed nothing"
 
