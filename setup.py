@@ -42,6 +42,8 @@ extensions = [
               include_dirs=["csrc"], extra_compile_args=CFLAGS),
     Extension("fastkv.api._relay", ["csrc/relay.pyx"],
               include_dirs=["csrc"], extra_compile_args=CFLAGS),
+    Extension("fastkv.storage._syncwriter", ["csrc/syncwriter.pyx"],
+              include_dirs=["csrc"], extra_compile_args=CFLAGS),
 ]
 
 setup(
