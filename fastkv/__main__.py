@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -11,6 +12,27 @@ from fastkv.errors import ErrStopped, StorageCorruption
 from fastkv.tlsconfig import TLSConfigError
 
 log = logging.getLogger("fastkv")
+
+# The cyclic garbage collector's generation-0 threshold. CPython's default (700
+# container allocations) makes a busy member collect hundreds of times a second:
+# a put allocates dozens of short-lived containers (request and response dicts,
+# futures, tasks), so with the default the collector took ~11% of the event loop
+# under gRPC puts, and every few seconds a full collection over the whole store
+# stalled it for ~50 ms (bench/README.md, "Garbage collection"). Nearly all of it is
+# freed by reference counting; cycles are rare and may wait a little longer.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def freeze_loaded_state() -> None:
+    """Move everything alive now (the store loaded from the snapshot and WAL, modules,
+    configuration) out of the collector's sight: a full collection then only looks at
+    what was allocated since, instead of walking a million-key store for nothing."""
+    gc.freeze()
+
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "error": logging.ERROR, "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
@@ -28,6 +50,8 @@ async def _serve(cfg: config.Config) -> int:
     stopping = asyncio.ensure_future(server.stopped.wait())
     try:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and not starting.cancelled() and starting.exception() is None:
+            freeze_loaded_state()
         if not starting.done():
             starting.cancel()
         try:
@@ -51,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config.parse_or_exit(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=LOG_LEVELS[cfg.log_level],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_gc()
     try:
         import uvloop
         uvloop.install()
