@@ -200,10 +200,20 @@ async def stats_leader(server, method: bytes, url: bytes, body: bytes,
     return _json(200, stats, newline=False)
 
 
+def _keys_handler():
+    """v2_keys.handle, imported on first use (v2_keys imports this module)."""
+    global _keys
+    if _keys is None:
+        from fastkv.api.v2_keys import handle as _keys
+    return _keys
+
+
+_keys = None
+
+
 def resolve(path: str):
-    if path == "/v2/keys" or path.startswith("/v2/keys/"):
-        from fastkv.api.v2_keys import handle
-        return handle
+    if path.startswith("/v2/keys/") or path == "/v2/keys":
+        return _keys_handler()
     if path == "/v2/members" or path.startswith("/v2/members/"):
         return members
     if path == "/v2/machines":

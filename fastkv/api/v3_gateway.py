@@ -1072,6 +1072,17 @@ GATEWAY_ROUTES = {
 GET_ROUTES = {"/health": health_handler, "/version": version_handler}
 
 
+def _v2_resolve():
+    """v2_cluster.resolve, imported on first use (v2_cluster imports this module)."""
+    global _v2_resolver
+    if _v2_resolver is None:
+        from fastkv.api.v2_cluster import resolve as _v2_resolver
+    return _v2_resolver
+
+
+_v2_resolver = None
+
+
 def resolve(method: bytes, path: str):
     """Route like etcd's muxes: (handler, streaming) or a fixed (status, kind, body) answer."""
     if method == b"OPTIONS":  # etcd's accessController answers every OPTIONS itself
@@ -1086,8 +1097,7 @@ def resolve(method: bytes, path: str):
             return 405, K_TEXT, _GO_TEXT_405
         return route
     if path.startswith("/v2/"):
-        from fastkv.api import v2_cluster
-        h = v2_cluster.resolve(path)
+        h = _v2_resolve()(path)
         if h is not None:
             return h, None
     h = GET_ROUTES.get(path)

@@ -62,8 +62,16 @@ class V2AuthStore:
 
     def enabled(self) -> bool:
         """AuthEnabled (detectAuth): /2/enabled holds JSON true. One counted get."""
-        n = self.server.v2.peek(_ENABLED)
-        return n is not None and n.children is None and n.value.strip(" \t\r\n") == "true"
+        on, found = self.peek_enabled()
+        self.server.v2.count_get(found)
+        return on
+
+    def peek_enabled(self) -> tuple[bool, bool]:
+        """(auth is on, /2/enabled exists), the read not counted yet: a caller that
+        goes on to enabled() must not count it twice (v2_keys.handle_fast)."""
+        n = self.server.v2.peek(_ENABLED, count=False)
+        return (n is not None and n.children is None
+                and n.value.strip(" \t\r\n") == "true"), n is not None
 
     # ---- v2 requests ------------------------------------------------------------
 

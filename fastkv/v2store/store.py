@@ -322,10 +322,10 @@ class V2Store:
             node = node_extern(p, n.modified, n.created, value=n.value, expire=n.expire, now=now)
         return Event(GET, node, etcd_index=self.index)
 
-    def peek(self, path: str) -> Node | None:
-        """The node at `path` as get() finds it, counted as a get, without building an
-        event (None when it is missing): etcd's v2 auth reads its switch this way on
-        every request. Treat the node as read-only."""
+    def peek(self, path: str, count: bool = True) -> Node | None:
+        """The node at `path` as get() finds it, counted as a get (unless not `count`),
+        without building an event (None when it is missing): etcd's v2 auth reads its
+        switch this way on every request. Treat the node as read-only."""
         p = clean_path(path)
         n = self.root
         if p != "/":
@@ -333,10 +333,16 @@ class V2Store:
                 children = n.children
                 n = children.get(name) if children is not None else None
                 if n is None:
-                    self._stats["getsFail"] += 1
+                    if count:
+                        self._stats["getsFail"] += 1
                     return None
-        self._stats["getsSuccess"] += 1
+        if count:
+            self._stats["getsSuccess"] += 1
         return n
+
+    def count_get(self, found: bool) -> None:
+        """Count a get that peek(count=False) made, as peek would have."""
+        self._stats["getsSuccess" if found else "getsFail"] += 1
 
     def has_ttl_keys(self) -> bool:
         """Whether any node has a TTL (etcd proposes SYNC only then)."""

@@ -1,0 +1,129 @@
+"""A plain v2 GET is answered without a task (v2_keys.handle_fast), exactly as the full
+path (v2_keys.handle) answers it: same status, headers, body and store statistics."""
+import asyncio
+import shutil
+import socket
+import tempfile
+
+import pytest
+
+from fastkv import config, requests as rq
+from fastkv.api import http as fkhttp
+from fastkv.api import v2_keys
+from fastkv.server import Server
+
+
+def _port() -> int:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+@pytest.fixture
+def member():
+    tmp = tempfile.mkdtemp(prefix="fastkv-fastget-")
+    cu, pu = f"http://127.0.0.1:{_port()}", f"http://127.0.0.1:{_port()}"
+    cfg = config.parse(["--data-dir", tmp, "--enable-v2", "--listen-client-urls", cu,
+                        "--advertise-client-urls", cu, "--listen-peer-urls", pu,
+                        "--initial-advertise-peer-urls", pu, "--initial-cluster",
+                        f"default={pu}", "--log-level", "error"], {})
+    loop = asyncio.new_event_loop()
+    server = Server(cfg)
+    loop.run_until_complete(server.start())
+    try:
+        yield loop, server, cu
+    finally:
+        loop.run_until_complete(server.stop())
+        loop.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _v2_put(server, key: str, value: str | None = None, ttl: int | None = None):
+    payload = {"method": "PUT", "path": "/1" + key, "now": 0}
+    if value is None:
+        payload["dir"] = True
+    else:
+        payload["val"] = value
+    if ttl is not None:
+        payload["ttl"] = ttl
+    await server._propose(rq.V2, payload)
+
+
+URLS = [b"/v2/keys/a", b"/v2/keys/dir", b"/v2/keys/dir/", b"/v2/keys/dir/b", b"/v2/keys",
+        b"/v2/keys/", b"/v2/keys/missing", b"/v2/keys/dir/missing/deeper", b"/v2/keys/a/under",
+        b"/v2/keys/ttl", b"/v2/keys//a/./x/../", b"/v2/keys/\xc3\xa9"]
+
+
+def test_fast_answers_equal_the_full_paths(member):
+    loop, server, _url = member
+
+    async def run():
+        await _v2_put(server, "/a", "va")
+        await _v2_put(server, "/dir")
+        await _v2_put(server, "/dir/b", "vb")
+        await _v2_put(server, "/ttl", "vt", ttl=300)
+        await _v2_put(server, "/\u00e9", "accent")
+        for url in URLS:
+            before = dict(server.v2._stats)
+            fast = v2_keys.handle_fast(server, b"GET", url)
+            assert fast is not None, url
+            counted = {k: server.v2._stats[k] - before[k] for k in before}
+            before = dict(server.v2._stats)
+            full = await v2_keys.handle(server, b"GET", url, b"")
+            assert {k: server.v2._stats[k] - before[k] for k in before} == counted, url
+            assert fast == full, url
+    loop.run_until_complete(run())
+
+
+def test_requests_the_fast_path_leaves_to_the_full_one(member):
+    loop, server, _url = member
+    loop.run_until_complete(_v2_put(server, "/a", "va"))
+    for method, url in [(b"HEAD", b"/v2/keys/a"), (b"PUT", b"/v2/keys/a"),
+                        (b"GET", b"/v2/keys/a?quorum=true"), (b"GET", b"/v2/keys/a?wait=true"),
+                        (b"GET", b"/v2/keys/%61")]:
+        before = dict(server.v2._stats)
+        assert v2_keys.handle_fast(server, method, url) is None, (method, url)
+        assert server.v2._stats == before
+
+
+def test_with_v2_auth_on_the_full_path_checks_access_and_counts_once(member):
+    loop, server, _url = member
+
+    async def run():
+        await _v2_put(server, "/a", "va")
+        await server._propose(rq.V2, {"method": "PUT", "path": "/2/enabled", "val": "true",
+                                      "now": 0})
+        before = dict(server.v2._stats)
+        assert v2_keys.handle_fast(server, b"GET", b"/v2/keys/a") is None
+        assert server.v2._stats == before     # nothing counted by the attempt
+        status, _hdrs, _body = await v2_keys.handle(server, b"GET", b"/v2/keys/a", b"")
+        assert status == 401                  # no credentials: refused by the full path
+    loop.run_until_complete(run())
+
+
+def test_the_front_answers_plain_gets_without_a_task(member, monkeypatch):
+    loop, server, url = member
+    runs = []
+    real_run = fkhttp.HttpProtocol._run
+
+    def counting_run(self, req):
+        runs.append(req.url)
+        return real_run(self, req)
+    monkeypatch.setattr(fkhttp.HttpProtocol, "_run", counting_run)
+    host, port = url[len("http://"):].split(":")
+
+    async def run():
+        await _v2_put(server, "/a", "va")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for path in (b"/v2/keys/a", b"/v2/keys/a?recursive=false", b"/v2/keys/a"):
+                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                assert b'"value":"va"' in body
+        finally:
+            writer.close()
+    loop.run_until_complete(run())
+    assert runs == [b"/v2/keys/a?recursive=false"]
