@@ -22,11 +22,23 @@ posting one prebuilt gRPC frame (5-byte prefix + protobuf) to etcd's method path
 
   grpc-put    /etcdserverpb.KV/Put    PutRequest{key bench/grpc-put, 64-byte value}
   grpc-range  /etcdserverpb.KV/Range  RangeRequest{key bench/range/1}, linearizable
+  grpc-range-serializable  the same with serializable=true (served from the member's own state)
 
 h2load cannot see gRPC's status (it is in the trailers), so a gRPC run checks the
 answers otherwise: every response carried a message (DATA bytes per request at
 least the smallest right answer), and for puts the server's revision grew by at
 least the number of requests h2load counted as done.
+
+and two workloads of our own uvloop load generator (bench/watch_lease.py, run in
+its own process; bench/README.md says what they measure):
+
+  watch-fanout     1 writer (sequential Puts), 1000 watchers of its key on 10 Watch
+                   streams: "req/s" is events/s delivered, p50/p99 the delivery delay
+  lease-keepalive  10000 leases kept alive over 16 LeaseKeepAlive streams (32 in flight
+                   each): "req/s" is keepalives/s answered, p50/p99 their latency
+
+(each fails unless every watcher got every revision in order exactly once, or every
+keepalive was answered with a positive TTL for a lease it was sent for).
 
 A run fails if wrk saw any non-200 answer, any 200 whose body lacks what a
 right answer contains (both counted by the Lua scripts' response()), or any
@@ -44,6 +56,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -62,7 +75,12 @@ from servers import Cluster, EtcdProcess, FastkvProcess  # noqa: E402
 
 SERVERS = {"etcd": EtcdProcess, "fastkv": FastkvProcess}
 WORKLOADS = {"put": "put.lua", "range": "range.lua", "v2-put": "v2_put.lua", "v2-get": "v2_get.lua",
-             "grpc-put": "/etcdserverpb.KV/Put", "grpc-range": "/etcdserverpb.KV/Range"}
+             "grpc-put": "/etcdserverpb.KV/Put", "grpc-range": "/etcdserverpb.KV/Range",
+             "grpc-range-serializable": "/etcdserverpb.KV/Range"}
+# Our own load generator's workloads (bench/watch_lease.py): what "req/s" and p50/p99 mean.
+WATCH_LEASE = {"watch-fanout": "events/s delivered; p50/p99 = delivery delay",
+               "lease-keepalive": "keepalives/s answered; p50/p99 = keepalive latency"}
+WORKLOADS.update({w: "watch_lease.py" for w in WATCH_LEASE})
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -115,12 +133,14 @@ def grpc_frame(workload: str) -> bytes:
         msg = field(1, b"bench/grpc-put") + field(2, b"p" * 64)
     else:
         msg = field(1, b"bench/range/1")
+        if workload == "grpc-range-serializable":
+            msg += bytes([7 << 3 | 0, 1])  # RangeRequest.serializable = true (varint)
     return b"\0" + len(msg).to_bytes(4, "big") + msg
 
 
 # Smallest DATA per right answer: a frame prefix and a ResponseHeader (four varints);
 # a range answer also holds the 64-byte value.
-GRPC_MIN_DATA = {"grpc-put": 5 + 12, "grpc-range": 5 + 12 + 64}
+GRPC_MIN_DATA = {"grpc-put": 5 + 12, "grpc-range": 5 + 12 + 64, "grpc-range-serializable": 5 + 12 + 64}
 
 
 def parse_h2load(out: str, log_path: str) -> dict:
@@ -289,6 +309,27 @@ def run_wrk(workload: str, srv, args) -> dict:
     return result
 
 
+def run_watch_lease(workload: str, srv, args) -> dict:
+    """watch-fanout / lease-keepalive: bench/watch_lease.py in its own process (so this
+    runner is never the bottleneck); its JSON carries events/s or keepalives/s as
+    requests_per_sec and the delay or latency as p50_ms/p99_ms."""
+    extra = shlex.split(getattr(args, workload.replace("-", "_") + "_args") or "")
+    cmd = [sys.executable, os.path.join(BENCH, WORKLOADS[workload]), workload, srv.url,
+           "--duration", str(args.duration_s), "--json"] + extra
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration_s * 3 + 240)
+    try:
+        result = json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RunFailed(f"watch_lease.py exited {p.returncode} without a result: "
+                        f"{p.stderr[-2000:]}") from None
+    if "error" in result:
+        raise RunFailed(result["error"])
+    if p.returncode != 0 or not result.get("ok"):
+        raise RunFailed(f"{result.get('problem_count')} problems: "
+                        + "; ".join(result.get("problems", [])))
+    return result
+
+
 def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
             target: str = "leader") -> dict:
     data_dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=data_root)
@@ -304,11 +345,13 @@ def one_run(kind: str, workload: str, args, data_root: str, members: int = 1,
         else:
             cluster.start(timeout=60)
             srv = pick_target(cluster, target)
-        if workload in ("range", "grpc-range"):
+        if workload in ("range", "grpc-range", "grpc-range-serializable"):
             preload(srv.url, args.range_keys)
         elif workload == "v2-get":
             preload_v2(srv.url, args.range_keys)
-        if workload.startswith("grpc-"):
+        if workload in WATCH_LEASE:
+            result = run_watch_lease(workload, srv, args)
+        elif workload.startswith("grpc-"):
             result = run_h2load(workload, srv, args, tempfile.mkdtemp(prefix="h2load-", dir=data_root))
         else:
             result = run_wrk(workload, srv, args)
@@ -370,6 +413,9 @@ def table(summary: dict, servers: list[str]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for workload, meaning in WATCH_LEASE.items():
+        if any(label.split("/")[0] == workload for label in summary):
+            lines.append(f"{workload}: req/s = {meaning}")
     return "\n".join(lines)
 
 
@@ -384,9 +430,14 @@ def main(argv=None) -> int:
                     help="runs per server and workload (default 3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--workloads", default="put,range,v2-put,v2-get,grpc-put,grpc-range")
+    ap.add_argument("--workloads", default="put,range,v2-put,v2-get,grpc-put,grpc-range,grpc-range-serializable,"
+                                          "watch-fanout,lease-keepalive")
     ap.add_argument("--streams", type=int, default=8,
                     help="h2load -m: concurrent streams per gRPC connection (default 8)")
+    ap.add_argument("--watch-fanout-args", default="",
+                    help="extra flags for bench/watch_lease.py watch-fanout, e.g. '--watchers 2000'")
+    ap.add_argument("--lease-keepalive-args", default="",
+                    help="extra flags for bench/watch_lease.py lease-keepalive, e.g. '--window 8'")
     ap.add_argument("--servers", default="etcd,fastkv",
                     help="which servers to run, in alternation order (default etcd,fastkv)")
     ap.add_argument("--range-keys", type=int, default=1000)
@@ -432,7 +483,8 @@ def main(argv=None) -> int:
     record = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in ("duration", "runs", "threads", "connections",
-                                                  "range_keys", "members", "targets", "streams")} | {"servers": servers,
+                                                  "range_keys", "members", "targets", "streams",
+                                                  "watch_fanout_args", "lease_keepalive_args")} | {"servers": servers,
                                                                      "workloads": workloads,
                                                                      "data_root": data_root},
         "env": {"python": platform.python_version(), "machine": platform.machine(),
