@@ -24,6 +24,7 @@ import grpc
 
 from fastkv.api import grpc_convert as cv
 from fastkv.api._relay import relay
+from fastkv.api.grpc_h2 import MESSAGE_PREFIX
 from fastkv.auth.identity import client_cert_auth, grpc_credentials
 from fastkv.errors import EtcdError, ErrNoLeader, ErrNotSupportedForLearner, GrpcCode
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
@@ -36,6 +37,7 @@ from fastkv.proto.v3lockpb import v3lock_pb2_grpc as lpb_grpc
 log = logging.getLogger("fastkv.grpc")
 
 GRPC_OVERHEAD_BYTES = 512 * 1024     # etcd's grpcOverheadBytes
+WATCH_SEND_BATCH_BYTES = 64 * 1024   # a watch stream takes up to this much per write
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 _REQUIRE_LEADER_KEY = "hasleader"   # clientv3.WithRequireLeader's metadata
 
@@ -146,6 +148,38 @@ async def _end_abandoned(context) -> None:
         await _abort(context, _ABANDONED)
 
 
+def _take_framed(take, limit: int) -> bytes:
+    """The responses `take()` has ready (up to about `limit` bytes) as gRPC messages
+    in one bytes. An event response is put together from parts encoded once for all
+    the watchers of a revision (grpc_convert.watch_response, inline: this runs once
+    per watcher per event); consecutive responses mostly share header and events."""
+    parts = []
+    size = 0
+    last_header = last_events = None
+    head = tail = b""
+    base = 0
+    watch_ids = cv.watch_id_fields
+    while size < limit:
+        resp = take()
+        if resp is None:
+            break
+        # an event response (WatchStream's always has header and watch_id too)
+        if len(resp) == 3 and "events" in resp:
+            h, evs = resp["header"], resp["events"]
+            if h is not last_header or evs is not last_events:
+                head, tail = cv.header_field(h), cv.events_field(evs)
+                last_header, last_events, base = h, evs, len(head) + len(tail)
+            wid = watch_ids.get(resp["watch_id"]) or cv.watch_id_field(resp["watch_id"])
+            n = base + len(wid)
+            parts += ((n).to_bytes(5, "big"), head, wid, tail)   # flag 0, then length
+        else:
+            payload = cv.watch_response(resp)
+            n = len(payload)
+            parts += (MESSAGE_PREFIX(0, n), payload)
+        size += n + 5
+    return b"".join(parts)
+
+
 class WatchService(_Base, pb_grpc.WatchServicer):
     async def Watch(self, request_iterator, context):
         server = self.server
@@ -169,8 +203,16 @@ class WatchService(_Base, pb_grpc.WatchServicer):
                 fail(t.exception())
 
         async def send_responses():
-            async for resp in stream.responses():
-                await context.write(cv.from_dict(pb.WatchResponse, resp))
+            write_framed = getattr(context, "write_framed", None)
+            if write_framed is None:   # grpc.aio: one message object per response
+                async for resp in stream.responses():
+                    await context.write(cv.from_dict(pb.WatchResponse, resp))
+                return
+            # the in-loop transport: what is ready goes out in one write
+            while await stream.ready():
+                data = _take_framed(stream.take, WATCH_SEND_BATCH_BYTES)
+                if data:   # empty when all that was queued belonged to canceled watches
+                    await write_framed(data)
 
         # a slow consumer that did not take even its cancel (fastkv/mvcc/watch.py)
         stream.on_abandon = lambda: fail(_ABANDONED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from fastkv.mvcc.watch import SharedEvents
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 from fastkv.proto.mvccpb import kv_pb2 as mvccpb
 
@@ -128,3 +129,85 @@ def put_response(d: dict):
     if prev is None:
         return pb.PutResponse(header=header(d["header"]))
     return pb.PutResponse(header=header(d["header"]), prev_kv=_kv(prev))
+
+
+# ---------------------------------------------------------------- WatchResponse bytes
+#
+# A watch fan-out sends the same events to many watchers: their WatchResponses differ
+# only in watch_id. Protobuf's encoding of a message is the concatenation of its
+# fields' encodings, so a response is built from parts encoded once and shared: the
+# header (one dict per revision, fastkv/mvcc/watch.py's notify), the watch_id, and
+# the events (a SharedEvents list keeps its encoding in `.wire`). The fields go in
+# field-number order, as SerializeToString writes them: the bytes are the same.
+
+_WATCH_FAST_KEYS = frozenset(("header", "watch_id", "events"))
+_EVENTS_TAG = b"\x5a"      # field 11, length-delimited
+_HEADER_TAG = b"\x0a"      # field 1, length-delimited
+_WATCH_ID_TAG = b"\x10"    # field 2, varint
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1      # int64: a negative is its two's complement, 10 bytes
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+_header_fields: dict[int, tuple] = {}   # id(header dict) -> (the dict, its field's bytes)
+
+
+def header_field(h: dict) -> bytes:
+    """The header field. The hub shares one header dict per revision among the streams
+    it notifies: the last few are kept, by identity (the dict is held here, so its
+    id is not reused while it is)."""
+    hit = _header_fields.get(id(h))
+    if hit is not None and hit[0] is h:
+        return hit[1]
+    wire = _length_delimited(_HEADER_TAG, fill(pb.ResponseHeader(), h).SerializeToString()) \
+        if h else b""      # an empty dict sets nothing: from_dict leaves header unset
+    if len(_header_fields) >= 16:
+        _header_fields.clear()
+    _header_fields[id(h)] = (h, wire)
+    return wire
+
+
+watch_id_fields: dict[int, bytes] = {}   # watch id -> its field (b"" for 0)
+
+
+def watch_id_field(wid: int) -> bytes:
+    wire = watch_id_fields.get(wid)
+    if wire is None:
+        wire = _WATCH_ID_TAG + _varint(wid) if wid else b""   # proto3: 0 is not sent
+        if len(watch_id_fields) >= 65536:
+            watch_id_fields.clear()
+        watch_id_fields[wid] = wire
+    return wire
+
+
+def events_field(evs: list) -> bytes:
+    """The repeated events field of `evs`, cached on a shared list (SharedEvents)."""
+    wire = getattr(evs, "wire", None)
+    if wire is None:
+        wire = b"".join([_length_delimited(_EVENTS_TAG, fill(mvccpb.Event(), ev)
+                                           .SerializeToString()) for ev in evs])
+        if isinstance(evs, SharedEvents):
+            evs.wire = wire
+    return wire
+
+
+def watch_response(resp: dict) -> bytes:
+    """A WatchResponse dict's protobuf bytes, equal to
+    ``from_dict(pb.WatchResponse, resp).SerializeToString()``: an event response
+    (header, watch_id, events) is put together from shared parts, anything else
+    (created, canceled, progress, fragment) takes the generic path."""
+    if len(resp) == 3 and resp.keys() == _WATCH_FAST_KEYS:
+        return (header_field(resp["header"]) + watch_id_field(resp["watch_id"])
+                + events_field(resp["events"]))
+    return fill(pb.WatchResponse(), resp).SerializeToString()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 
 import grpc
@@ -55,6 +56,9 @@ STREAM_BUFFER_HIGH = 1 << 20    # a streaming writer waits while more than this 
 
 _STATIC = HeaderTable.STATIC_TABLE
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+MESSAGE_PREFIX = struct.Struct(">BI").pack   # a gRPC message's flag (0) and length
 
 
 def _frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
@@ -329,6 +333,12 @@ class CallContext:
     async def write(self, message) -> None:
         await self.stream.send_message(message.SerializeToString())
 
+    async def write_framed(self, data: bytes) -> None:
+        """fastkv's own: send gRPC messages already serialized and length-prefixed
+        (MESSAGE_PREFIX), any number of them in one bytes: a watch stream sends the
+        responses of many watchers so, in one DATA write."""
+        await self.stream.send_data(data)
+
     def peer(self) -> str:
         return self.stream.conn.peer
 
@@ -370,9 +380,13 @@ class Stream:
         self.timer = None
 
     async def send_message(self, payload: bytes) -> None:
+        await self.send_data(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+
+    async def send_data(self, data: bytes) -> None:
+        """Queue gRPC length-prefixed messages (one or more) and send what flow control
+        allows; waits while the stream's or the connection's buffer is full."""
         if self.reset or self.conn.closed:
             raise asyncio.CancelledError()
-        data = b"\x00" + len(payload).to_bytes(4, "big") + payload
         conn = self.conn
         if not self.headers_sent:
             self.headers_sent = True
@@ -966,5 +980,5 @@ def method_table(services) -> dict[bytes, Method]:
     return table
 
 
-__all__ = ["GrpcConnection", "HpackDecoder", "method_table", "parse_timeout",
-           "status_trailers"]
+__all__ = ["GrpcConnection", "HpackDecoder", "MESSAGE_PREFIX", "method_table",
+           "parse_timeout", "status_trailers"]

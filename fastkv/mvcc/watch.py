@@ -84,7 +84,7 @@ _PUT, _DELETE = 0, 1
 class Watcher:
     """One watch: a key or range, the next revision it needs, its options."""
 
-    __slots__ = ("id", "key", "end", "min_rev", "no_put", "no_delete", "prev_kv",
+    __slots__ = ("id", "key", "end", "min_rev", "no_put", "no_delete", "prev_kv", "options",
                  "fragment", "progress_notify", "stream", "synced", "pending",
                  "canceled", "progress_due", "blocked_at", "blocked_mark")
 
@@ -97,6 +97,9 @@ class Watcher:
         self.no_put = FILTER_NOPUT in filters
         self.no_delete = FILTER_NODELETE in filters
         self.prev_kv = prev_kv
+        # what selects its events (filters, prev_kv) as one key: watchers with the same
+        # options share the events a revision sends them (WatchHub.notify)
+        self.options = self.no_put | self.no_delete << 1 | bool(prev_kv) << 2
         self.fragment = fragment
         self.progress_notify = progress_notify
         self.stream = stream
@@ -215,37 +218,69 @@ class WatchHub:
     # ---------------------------------------------------------------- notify
 
     def notify(self, rev: int, events: list) -> None:
-        """Fan the events of one applied revision out to the synced watchers."""
+        """Fan the events of one applied revision out to the synced watchers.
+
+        Watchers that get the same events with the same options get one shared
+        :class:`SharedEvents` list and one header dict: an adapter encodes each once
+        per revision, not once per watcher (1000 watchers of a key cost one encoding)."""
         if rev > self.notified_rev:
             self.notified_rev = rev
         key_watchers = self._key_watchers
         range_watchers = self._range_watchers
         if not key_watchers and not range_watchers:
             return
-        batches: dict = {}
-        for ev in events:
-            key = ev["kv"]["key"]
-            if key_watchers:
-                ws = key_watchers.get(key)
-                if ws:
-                    for w in ws:
-                        b = batches.get(w)
-                        if b is None:
-                            batches[w] = [ev]
-                        else:
-                            b.append(ev)
+        shared: dict = {}  # event indices -> {Watcher.options -> SharedEvents}
+        header = self.header_fn(rev)
+        if len(events) == 1:  # the common case: every matching watcher gets event 0
+            key = events[0]["kv"]["key"]
+            ws = key_watchers.get(key) if key_watchers else None
+            if ws:
+                self._fan_out(list(ws), _FIRST, rev, events, shared, header)
             if range_watchers:
-                for w in range_watchers:
-                    if key >= w.key and (not w.end or key < w.end):
+                ws = [w for w in range_watchers
+                      if key >= w.key and (not w.end or key < w.end)]
+                if ws:
+                    self._fan_out(ws, _FIRST, rev, events, shared, header)
+        else:
+            batches: dict = {}  # watcher -> indices of its events
+            for i, ev in enumerate(events):
+                key = ev["kv"]["key"]
+                if key_watchers:
+                    for w in key_watchers.get(key, ()):
                         b = batches.get(w)
                         if b is None:
-                            batches[w] = [ev]
+                            batches[w] = [i]
                         else:
-                            b.append(ev)
-        if not batches:
-            return
+                            b.append(i)
+                if range_watchers:
+                    for w in range_watchers:
+                        if key >= w.key and (not w.end or key < w.end):
+                            b = batches.get(w)
+                            if b is None:
+                                batches[w] = [i]
+                            else:
+                                b.append(i)
+            groups: dict = {}  # event indices -> the watchers that get those events
+            for w, idx in batches.items():
+                idx = tuple(idx)
+                g = groups.get(idx)
+                if g is None:
+                    groups[idx] = [w]
+                else:
+                    g.append(w)
+            for idx, ws in groups.items():
+                self._fan_out(ws, idx, rev, events, shared, header)
+        if self._unsynced:
+            self._schedule_sync()
+
+    def _fan_out(self, ws: list, idx: tuple, rev: int, events: list, shared: dict,
+                 header: dict) -> None:
+        """Send events[i] for i in idx, filtered per watcher, to each watcher of ws."""
         max_pending = self.max_pending
-        for w, evs in batches.items():
+        selected = shared.get(idx)
+        if selected is None:
+            selected = shared[idx] = {}
+        for w in ws:
             if rev < w.min_rev:
                 continue  # already sent by its catch-up (don't double notify)
             if w.pending >= max_pending:
@@ -256,9 +291,11 @@ class WatchHub:
                 self._mark_blocked(w)
                 continue
             w.min_rev = rev + 1
-            w.stream._send_events(w, rev, _select(w, evs))
-        if self._unsynced:
-            self._schedule_sync()
+            evs = selected.get(w.options)
+            if evs is None:
+                evs = selected[w.options] = _select(w, [events[i] for i in idx])
+            if evs:
+                w.stream._send_events(w, rev, evs, header)
 
     # ------------------------------------------------------------- catch-up
 
@@ -393,11 +430,22 @@ class WatchHub:
                 stream._abandon()
 
 
-def _select(w: Watcher, evs: list) -> list:
+class SharedEvents(list):
+    """The events one revision sends to every watcher with the same filters and
+    prev_kv choice: one list shared by all their responses (treat it as read-only).
+    ``wire`` is where the gRPC adapter keeps the list's protobuf encoding, made by
+    the first stream that sends it and reused by every other
+    (fastkv/api/grpc_convert.watch_response)."""
+
+    wire: bytes | None = None
+
+
+_FIRST = (0,)  # the event indices of a revision's only event
+
+
+def _select(w: Watcher, evs: list) -> SharedEvents:
     """Apply a watcher's filters and prev_kv choice to live events."""
-    if not (w.no_put or w.no_delete) and w.prev_kv:
-        return evs
-    out = []
+    out = SharedEvents()
     for ev in evs:
         if ev["type"] == _PUT:
             if w.no_put:
@@ -427,11 +475,13 @@ class WatchStream:
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         self.hub = hub
         self.header_fn = header_fn or hub.header_fn
+        self._hub_headers = header_fn is None or header_fn == hub.header_fn
         self.progress_interval = progress_interval
         self.max_request_bytes = max_request_bytes
         self._watchers: dict[int, Watcher] = {}
         self._next_id = 0
         self._queue: deque = deque()  # (watcher or None, response)
+        self._parts: deque = deque()  # the fragments of a taken response not yet taken
         self._wakeup: asyncio.Event | None = None
         self._closed = False
         self._progress_task: asyncio.Task | None = None
@@ -551,11 +601,21 @@ class WatchStream:
 
     # ------------------------------------------------------------- from the hub
 
-    def _send_events(self, w: Watcher, rev: int, evs: list) -> None:
-        if not evs:
+    def _send_events(self, w: Watcher, rev: int, evs: list, header: dict | None = None) -> None:
+        """Queue w's events of (up to) rev; `header` is the hub's for rev, shared by
+        the responses of one notify (used when this stream makes its headers alike)."""
+        if not evs or self._closed:
             return
         w.progress_due = False
-        self._push(w, {"header": self.header_fn(rev), "watch_id": w.id, "events": evs})
+        if header is None or not self._hub_headers:
+            header = self.header_fn(rev)
+        # _push, inline: this runs once per watcher per revision. The consumer waits
+        # only on an empty queue, so only the first response needs to wake it.
+        w.pending += 1
+        queue = self._queue
+        if not queue and self._wakeup is not None:
+            self._wakeup.set()
+        queue.append((w, {"header": header, "watch_id": w.id, "events": evs}))
 
     def _send_compacted(self, w: Watcher, compact_rev: int) -> None:
         # etcd's compacted WatchResponse has Revision 0, so the header revision is 0
@@ -646,28 +706,49 @@ class WatchStream:
 
     async def responses(self):
         """Yield WatchResponse dicts until :meth:`close`."""
-        if self._wakeup is None:
-            self._wakeup = asyncio.Event()
-        queue = self._queue
-        while True:
-            while queue:
-                w, resp = queue.popleft()
-                self.taken += 1
-                if w is not None:
-                    w.pending -= 1
-                    if w.canceled:
-                        continue
-                    if not w.synced:
-                        self.hub._resume(w)
-                    if w.fragment and len(resp.get("events", ())) > 1:
-                        for part in self._fragments(resp):
-                            yield part
-                        continue
+        while await self.ready():
+            resp = self.take()
+            while resp is not None:
                 yield resp
+                resp = self.take()
+
+    async def ready(self) -> bool:
+        """Wait until a response can be taken (True) or the stream is closed (False).
+
+        With :meth:`take`, for an adapter that writes what is ready together (the
+        gRPC one: one transport write for the responses of many watchers)."""
+        while not (self._queue or self._parts):
             if self._closed:
-                return
+                return False
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
             self._wakeup.clear()
             await self._wakeup.wait()
+        return True
+
+    def take(self) -> dict | None:
+        """The next response to write (fragments applied), None if none is ready.
+
+        Taking is what tells the hub that the consumer drains (see the module
+        docstring): call it only when the transport has room for what it returns."""
+        parts = self._parts
+        if parts:
+            return parts.popleft()
+        queue = self._queue
+        while queue:
+            w, resp = queue.popleft()
+            self.taken += 1
+            if w is not None:
+                w.pending -= 1
+                if w.canceled:
+                    continue
+                if not w.synced:
+                    self.hub._resume(w)
+                if w.fragment and len(resp.get("events", ())) > 1:
+                    parts.extend(self._fragments(resp))
+                    return parts.popleft()
+            return resp
+        return None
 
     def _fragments(self, resp: dict):
         """etcd's sendFragments: split a large response, ``fragment`` on all but the last."""
@@ -701,6 +782,7 @@ class WatchStream:
             self.hub.remove(w)
         self._watchers.clear()
         self._queue.clear()
+        self._parts.clear()
         self._closed = True
         self.hub._cancelling.discard(self)
         if self._progress_task is not None:
