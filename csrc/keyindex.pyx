@@ -312,6 +312,22 @@ cdef Py_ssize_t bisect_keys(list keys, bytes key) noexcept:
     return lo
 
 
+cdef list merge_by_key(list a, list b):
+    """Two lists of histories in key order (no key in both), merged in key order."""
+    cdef Py_ssize_t i = 0, j = 0, na = PyList_GET_SIZE(a), nb = PyList_GET_SIZE(b)
+    cdef list out = []
+    while i < na and j < nb:
+        if bytes_cmp(chunk_item(a, i).key, chunk_item(b, j).key) < 0:
+            out.append(chunk_item(a, i))
+            i += 1
+        else:
+            out.append(chunk_item(b, j))
+            j += 1
+    out.extend(a[i:])
+    out.extend(b[j:])
+    return out
+
+
 @cython.final
 cdef class KeyIndex:
     """Ordered index of keys to their revision history (etcd's treeIndex).
@@ -365,6 +381,67 @@ cdef class KeyIndex:
             del hchunk[half:]
             self._maxes.insert(ci + 1, self._maxes[ci])
             self._maxes[ci] = kchunk[half - 1]
+
+    cdef _set_chunks(self, list hs):
+        """Cut histories, in key order, into fresh chunks of CHUNK_BUILD."""
+        cdef Py_ssize_t i
+        self._hchunks = [hs[i:i + CHUNK_BUILD] for i in range(0, len(hs), CHUNK_BUILD)]
+        self._kchunks = [[(<_History>x).key for x in c] for c in self._hchunks]
+        self._maxes = [c[len(c) - 1] for c in self._kchunks]
+
+    cdef _add_sorted(self, list new):
+        """Give the histories of keys new to the index their places in the key order:
+        one insertion each when they are few, else one sort and one merge with the
+        keys already there (restoring a snapshot adds a million keys at once; a
+        million insertions cost more than a sort)."""
+        cdef list keys, hs, old
+        cdef Py_ssize_t n_old = len(self._map) - len(new)
+        cdef _History h
+        if len(new) * 16 < n_old:
+            for h in new:
+                self._insert_sorted(h)
+            return
+        keys = [(<_History>h).key for h in new]
+        keys.sort()
+        hs = [self._map[k] for k in keys]
+        if n_old:
+            old = [h for chunk in self._hchunks for h in <list>chunk]
+            hs = merge_by_key(old, hs)
+        self._set_chunks(hs)
+
+    def put_many(self, list keys, list revs, tombstones=()):
+        """The same as ``put(keys[i], revs[i])`` for each i in order, but
+        ``tombstone(keys[i], revs[i])`` for the positions listed (ascending) in
+        `tombstones`: a snapshot's records, loaded in one call. An error stops
+        at the same op as the one-by-one calls would, with the ops before it done."""
+        cdef Py_ssize_t i, n = PyList_GET_SIZE(keys), ti = 0
+        cdef Py_ssize_t nt = len(tombstones)
+        cdef Py_ssize_t next_tomb = tombstones[0] if nt else -1
+        cdef bytes k
+        cdef _History h
+        cdef list new = []
+        if PyList_GET_SIZE(revs) != n:
+            raise ValueError(f"put_many: {n} keys but {PyList_GET_SIZE(revs)} revisions")
+        try:
+            for i in range(n):
+                k = as_bytes(<object>PyList_GET_ITEM(keys, i))
+                h = <_History>self._map.get(k)
+                if i == next_tomb:
+                    if h is None or not h.is_live():
+                        raise KeyError(k)
+                    h.tombstone(<object>PyList_GET_ITEM(revs, i))
+                    ti += 1
+                    next_tomb = tombstones[ti] if ti < nt else -1
+                elif h is None:
+                    h = _History(k)
+                    h.put(<object>PyList_GET_ITEM(revs, i))
+                    self._map[k] = h
+                    new.append(h)
+                else:
+                    h.put(<object>PyList_GET_ITEM(revs, i))
+        finally:
+            if new:
+                self._add_sorted(new)
 
     def put(self, key, int64_t rev):
         """Record a put of `key` at revision `rev` (must exceed its last one)."""
@@ -472,9 +549,7 @@ cdef class KeyIndex:
                     kept.append(h)
         if removed:
             # Rebuild evenly sized chunks (removals may have left tiny ones).
-            self._hchunks = [kept[i:i + CHUNK_BUILD] for i in range(0, len(kept), CHUNK_BUILD)]
-            self._kchunks = [[(<_History>x).key for x in c] for c in self._hchunks]
-            self._maxes = [c[len(c) - 1] for c in self._kchunks]
+            self._set_chunks(kept)
         return available
 
     def keep(self, int64_t at_main):

@@ -149,6 +149,18 @@ class KeyIndex:
         else:
             h.put(rev)
 
+    def put_many(self, keys: list, revs: list, tombstones=()) -> None:
+        """put(keys[i], revs[i]) for each i in order; tombstone() at the positions
+        listed in `tombstones` (the Cython index loads a snapshot with it)."""
+        if len(keys) != len(revs):
+            raise ValueError(f"put_many: {len(keys)} keys but {len(revs)} revisions")
+        deletes = set(tombstones)
+        for i, (key, rev) in enumerate(zip(keys, revs)):
+            if i in deletes:
+                self.tombstone(key, rev)
+            else:
+                self.put(key, rev)
+
     def tombstone(self, key: bytes, rev: int) -> None:
         key = bytes(key)
         h = self._hist.get(key)

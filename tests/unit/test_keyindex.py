@@ -266,6 +266,14 @@ class KeyIndexMachine(RuleBasedStateMachine):
             self.both("tombstone" if delete else "put", key, R(self.main, sub))
         self.main += 1
 
+    @rule(ops=st.lists(st.tuples(st.sampled_from(KEYS), st.booleans()), min_size=1, max_size=6))
+    def txn_put_many(self, ops):
+        """One revision through put_many (deletes listed as tombstone positions)."""
+        keys = [k for k, _ in ops]
+        revs = [R(self.main, sub) for sub in range(len(ops))]
+        self.both("put_many", keys, revs, [i for i, (_, delete) in enumerate(ops) if delete])
+        self.main += 1
+
     @rule(data=st.data())
     def compact(self, data):
         at = data.draw(st.integers(self.compacted, self.main))
@@ -350,6 +358,67 @@ def test_many_keys_random_against_reference():
     assert cy.keep(main) == ref.keep(main)
     assert cy.compact(main) == ref.compact(main) == set(live.values())
     assert len(cy) == len(live)
+
+
+def one_by_one(ki, keys, revs, tombstones):
+    deletes = set(tombstones)
+    for i, (k, r) in enumerate(zip(keys, revs)):
+        if i in deletes:
+            ki.tombstone(k, r)
+        else:
+            ki.put(k, r)
+
+
+def test_put_many_equals_one_by_one():
+    """put_many sorts and merges new keys in bulk (or inserts them one by one when
+    they are few next to the index): the index ends up the same as with put and
+    tombstone, in an empty index, a large batch into a full one (merge) and a small
+    batch into a full one (insertions)."""
+    rng = random.Random(3)
+    bulk, single = CyKeyIndex(), CyKeyIndex()
+    universe = [rng.randbytes(rng.randrange(1, 8)) for _ in range(20000)]
+    main = 1
+    live: set[bytes] = set()
+    for batch in (5000, 3000, 100, 2):
+        keys, revs, tombs = [], [], []
+        for _ in range(batch):
+            k = rng.choice(universe)
+            if k in live and rng.random() < 0.2:
+                tombs.append(len(keys))
+                live.discard(k)
+            else:
+                live.add(k)
+            keys.append(k)
+            revs.append(R(main))
+            main += 1
+        bulk.put_many(keys, revs, tombs)
+        one_by_one(single, keys, revs, tombs)
+        assert len(bulk) == len(single)
+        for at in (main // 2, main):
+            assert bulk.range(b"", b"\x00", at) == single.range(b"", b"\x00", at)
+            a, b = sorted(rng.sample(universe, 2))
+            assert bulk.range(a, b, at, 10) == single.range(a, b, at, 10)
+        for k in rng.sample(universe, 200):
+            assert bulk.history(k) == single.history(k)
+    assert bulk.range(b"", b"\x00", main)[0] == sorted(live)
+    assert bulk.compact(main // 2) == single.compact(main // 2)
+    assert bulk.range(b"", b"\x00", main) == single.range(b"", b"\x00", main)
+
+
+@IMPLS
+def test_put_many_stops_where_one_by_one_would(KI):
+    """An op that one-by-one calls would refuse stops put_many there, with the ops
+    before it done (and the keys they created in the key order)."""
+    ki = KI()
+    with pytest.raises(ValueError):
+        ki.put_many([b"b", b"a", b"b"], [R(5), R(6), R(4)])   # b's second put goes back
+    assert ki.range(b"", b"\x00", 10) == ([b"a", b"b"], [R(6), R(5)])
+    with pytest.raises(KeyError):
+        ki.put_many([b"c", b"zz"], [R(7), R(8)], [1])   # deleting a key that never was
+    assert ki.range(b"", b"\x00", 10) == ([b"a", b"b", b"c"], [R(6), R(5), R(7)])
+    with pytest.raises(ValueError):
+        ki.put_many([b"d"], [R(9), R(10)])
+    assert len(ki) == 3
 
 
 def test_hot_key_history_and_compaction():
