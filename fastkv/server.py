@@ -356,6 +356,7 @@ class Server:
                                        tls_check=self.tls.peer_check)
         self.transport.register("members", self._rpc_members, public=True)
         self.transport.register("lease_renew", _etcd_result(self._rpc_lease_renew))
+        self.transport.register("lease_renew_many", _etcd_result(self._rpc_lease_renew_many))
         self.transport.register("lease_ttl", _etcd_result(self._rpc_lease_ttl))
         self.transport.register("member_promote", _etcd_result(self._rpc_member_promote))
         self.transport.register("member_add", _etcd_result(self._leader_only(self._add_here)))
@@ -994,6 +995,30 @@ class Server:
         lease_id = int(req.get("ID", 0))
         ttl = await self._on_leader("lease_renew", lease_id, self._local_renew)
         return {"header": self.header(), "ID": lease_id, "TTL": ttl}
+
+    async def _local_renew_many(self, ids: list[int]) -> list[int]:
+        """_local_renew for keepalives that arrived together: one ReadIndex round
+        confirms the leadership for all of them (a deposed leader must not renew)."""
+        await self._linearizable()
+        ttls = []
+        for lease_id in ids:   # no await in between: all renewed under one lead
+            try:
+                ttls.append(self.lessor.renew(lease_id))
+            except ErrLeaseNotFound:   # etcd answers a keepalive for an unknown lease TTL 0
+                ttls.append(0)
+        return ttls
+
+    async def _rpc_lease_renew_many(self, ids: list[int]) -> list[int]:
+        if not self.core.is_leader:
+            raise ErrNotLeader()
+        return await self._local_renew_many(ids)
+
+    async def lease_keepalive_many(self, ids: list[int]) -> list[dict]:
+        """Keepalives that arrived together on one stream, answered in order: renewed
+        on the leader in one call (forwarded in one peer request from a follower)."""
+        ttls = await self._on_leader("lease_renew_many", list(ids), self._local_renew_many)
+        hdr = self.header()
+        return [{"header": hdr, "ID": i, "TTL": t} for i, t in zip(ids, ttls)]
 
     async def _local_ttl(self, args) -> dict:
         lease_id, keys = args

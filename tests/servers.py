@@ -6,6 +6,8 @@ that started it (also when the test fails).
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -33,6 +35,30 @@ def free_port() -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
+
+
+@contextlib.contextmanager
+def inprocess_member(*extra_args: str):
+    """One single-member fastkv Server in this process, on its own event loop (not
+    started by `python -m fastkv`): for tests that call the server's methods directly
+    next to its network front. Yields (loop, server, client_url); stops it after."""
+    from fastkv import config
+    from fastkv.server import Server
+    tmp = tempfile.mkdtemp(prefix="fastkv-inproc-")
+    cu, pu = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    cfg = config.parse(["--data-dir", tmp, "--listen-client-urls", cu,
+                        "--advertise-client-urls", cu, "--listen-peer-urls", pu,
+                        "--initial-advertise-peer-urls", pu, "--initial-cluster",
+                        f"default={pu}", "--log-level", "error", *extra_args], {})
+    loop = asyncio.new_event_loop()
+    server = Server(cfg)
+    try:
+        loop.run_until_complete(server.start())
+        yield loop, server, cu
+    finally:
+        loop.run_until_complete(server.stop())
+        loop.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class ServerProcess(abc.ABC):

@@ -125,9 +125,20 @@ class LeaseService(_Base, pb_grpc.LeaseServicer):
         server = self.server
         await _admit(server, None, context)
         try:
+            # The in-loop transport hands over every keepalive that arrived with this
+            # one: they share one leadership check (Server.lease_keepalive_many) and
+            # are answered in order. grpc.aio's iterator has no such method.
+            take_ready = getattr(request_iterator, "take_ready", None)
             async for req in request_iterator:
-                resp = await server.lease_keepalive({"ID": req.ID})
-                await context.write(cv.from_dict(pb.LeaseKeepAliveResponse, resp))
+                if take_ready is None:
+                    resp = await server.lease_keepalive({"ID": req.ID})
+                    await context.write(cv.from_dict(pb.LeaseKeepAliveResponse, resp))
+                    continue
+                ids = [req.ID]
+                ids.extend(r.ID for r in take_ready())
+                for resp in await server.lease_keepalive_many(ids):
+                    await context.write(pb.LeaseKeepAliveResponse(
+                        header=cv.header(resp["header"]), ID=resp["ID"], TTL=resp["TTL"]))
         except EtcdError as err:
             await _abort(context, err)
 

@@ -298,6 +298,21 @@ class RequestStream:
     def __aiter__(self):
         return self
 
+    def take_ready(self) -> list:
+        """The messages already received, without waiting (a servicer that handles
+        what arrived together as one batch: LeaseKeepAlive)."""
+        items = self.items
+        if not items:
+            return []
+        out = []
+        size = 0
+        while items:
+            msg, n = items.popleft()
+            out.append(msg)
+            size += n
+        self.stream.conn.give_back(self.stream, size)
+        return out
+
     async def __anext__(self):
         while not self.items:
             if self.eof:

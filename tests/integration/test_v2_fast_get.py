@@ -1,41 +1,19 @@
 """A plain v2 GET is answered without a task (v2_keys.handle_fast), exactly as the full
 path (v2_keys.handle) answers it: same status, headers, body and store statistics."""
 import asyncio
-import shutil
-import socket
-import tempfile
 
 import pytest
+from servers import inprocess_member
 
-from fastkv import config, requests as rq
+from fastkv import requests as rq
 from fastkv.api import http as fkhttp
 from fastkv.api import v2_keys
-from fastkv.server import Server
-
-
-def _port() -> int:
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        return sk.getsockname()[1]
 
 
 @pytest.fixture
 def member():
-    tmp = tempfile.mkdtemp(prefix="fastkv-fastget-")
-    cu, pu = f"http://127.0.0.1:{_port()}", f"http://127.0.0.1:{_port()}"
-    cfg = config.parse(["--data-dir", tmp, "--enable-v2", "--listen-client-urls", cu,
-                        "--advertise-client-urls", cu, "--listen-peer-urls", pu,
-                        "--initial-advertise-peer-urls", pu, "--initial-cluster",
-                        f"default={pu}", "--log-level", "error"], {})
-    loop = asyncio.new_event_loop()
-    server = Server(cfg)
-    loop.run_until_complete(server.start())
-    try:
-        yield loop, server, cu
-    finally:
-        loop.run_until_complete(server.stop())
-        loop.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with inprocess_member("--enable-v2") as m:
+        yield m
 
 
 async def _v2_put(server, key: str, value: str | None = None, ttl: int | None = None):
