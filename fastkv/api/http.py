@@ -117,17 +117,28 @@ def build_response(status: int, kind: int, body: bytes, close: bool = False,
     return out + b"%x\r\n" % n + body + b"\r\n" + _CHUNKED_END
 
 
+_STATUS_LINES: dict[int, bytes] = {}
+
+
 def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
                          close: bool = False, head: bool = False) -> bytes:
     """An answer from Go's net/http for a handler that set `headers`: etcd's CORS
     headers and the handler's, sorted by name, then Date, then Content-Length (or
     chunked above Go's 2048-byte buffer)."""
-    line = b"HTTP/1.1 %d %s\r\n" % (status, gw.STATUS_TEXT.get(
-        status, "status code %d" % status).encode())
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, gw.STATUS_TEXT.get(
+            status, "status code %d" % status).encode())
     # A name starting with "~" is a header Go adds after Content-Length (a sniffed
     # Content-Type, for a handler that set none).
-    hdrs = b"".join(k + b": " + v + b"\r\n" for k, v in sorted(headers) if k[:1] != b"~")
-    late = b"".join(k[1:] + b": " + v + b"\r\n" for k, v in headers if k[:1] == b"~")
+    lines = []
+    late = b""
+    for k, v in sorted(headers):
+        if k[:1] == b"~":
+            late += k[1:] + b": " + v + b"\r\n"
+        else:
+            lines.append(k + b": " + v + b"\r\n")
+    hdrs = b"".join(lines)
     conn = b"Connection: close\r\n" if close else b""
     out = line + _CORS + hdrs + b"Date: " + http_date() + b"\r\n"
     if body is None:   # the head of a chunked answer that follows

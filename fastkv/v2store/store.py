@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import marshal
 import time
 from collections import deque
 
@@ -506,7 +507,9 @@ class V2Store:
             "index": self.index,
             "namespaces": list(self.namespaces),
             "root": _node_state(self.root),
-            "history": [[e.etcd_index, copy.deepcopy(dict(e))] for e in self._history],
+            # events hold only builtins: marshal copies them in C, twice as fast as deepcopy
+            "history": [[e.etcd_index, marshal.loads(marshal.dumps(dict(e)))]
+                        for e in self._history],
         }
 
     @classmethod
@@ -684,6 +687,8 @@ class V2Store:
     def _notify(self, e: Event) -> None:
         """Record e and tell the watchers of its key and of every directory above it."""
         self._history.append(e)
+        if not self._watcher_count:   # the common case: no v2 watcher anywhere
+            return
         key = e.key
         self._notify_watchers(e, "/", False)
         if key != "/":
