@@ -446,7 +446,8 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", default="leader,follower",
                     help="with more than one member: send the load to these (default both)")
     ap.add_argument("--data-root", default=None,
-                    help="where both servers' data dirs go (default: bench/results/data.tmp)")
+                    help="where both servers' data dirs go (default: a new bench/results/data-*.tmp, "
+                         "removed afterwards)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     args = ap.parse_args(argv)
     args.duration_s = parse_duration(args.duration)
@@ -477,7 +478,9 @@ def main(argv=None) -> int:
             print(f"{tool} is not installed (ci/bench installs it)", file=sys.stderr)
             return 2
     os.makedirs(args.out, exist_ok=True)
-    data_root = args.data_root or os.path.join(args.out, "data.tmp")
+    # A root of this run's own by default: removing it at the end must not pull the
+    # data dirs from under another runner using the same results directory.
+    data_root = args.data_root or tempfile.mkdtemp(prefix="data-", suffix=".tmp", dir=args.out)
     os.makedirs(data_root, exist_ok=True)
 
     record = {

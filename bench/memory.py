@@ -351,8 +351,8 @@ def main(argv=None) -> int:
     if args.keys < 1 or not 0 <= args.overwrite <= 1:
         ap.error("--keys must be positive and --overwrite within [0, 1]")
     os.makedirs(args.out, exist_ok=True)
-    # A directory of this run's own: other runners (client_api.py) remove their
-    # bench/results/data.tmp when they finish, even under a run of ours.
+    # A directory of this run's own (as client_api.py's): removing it at the end
+    # cannot touch another runner's data dirs.
     data_root = args.data_root or tempfile.mkdtemp(prefix="memory-data-", suffix=".tmp",
                                                    dir=args.out)
     os.makedirs(data_root, exist_ok=True)
