@@ -383,12 +383,9 @@ class V2Store:
         p = clean_path(path)
         try:
             expire = _expiration(ttl, now)
-            try:
-                old = self._lookup(p)
-            except V2Error as exc:
-                if exc.error_code != errors.KEY_NOT_FOUND or refresh:
-                    raise
-                old = None
+            old = self._find(p)
+            if old is None and refresh:
+                self._lookup(p)     # raises KEY_NOT_FOUND naming the first missing part
             if refresh:
                 value = old.value
             prev = old.extern(False, False, now) if old is not None else None
@@ -544,6 +541,20 @@ class V2Store:
             if child is None:
                 raise V2Error(errors.KEY_NOT_FOUND, _join(n.path, name), self.index)
             n = child
+        return n
+
+    def _find(self, p: str) -> Node | None:
+        """_lookup, with None for a missing key instead of an error (a new key is the
+        common case of a set: no exception to build and catch)."""
+        n = self.root
+        if p == "/":
+            return n
+        for name in p[1:].split("/"):
+            if not n.is_dir:
+                raise V2Error(errors.NOT_DIR, n.path, self.index)
+            n = n.children.get(name)
+            if n is None:
+                return None
         return n
 
     def _lookup_counted(self, p: str, fail_stat: str) -> Node:
