@@ -118,6 +118,18 @@ def build_response(status: int, kind: int, body: bytes, close: bool = False,
 
 
 _STATUS_LINES: dict[int, bytes] = {}
+_OK_JSON_HEAD = b"HTTP/1.1 200 OK\r\n" + _CORS + b"Content-Type: application/json\r\n"
+
+
+def ok_json_response(sorted_headers: bytes, body: bytes) -> bytes | None:
+    """build_plain_response(200, [Content-Type: application/json] + headers, body) for
+    header lines already written and sorted (all after Content-Type), in one
+    concatenation; None for a body Go would send chunked (the caller builds that)."""
+    n = len(body)
+    if n > GO_BUFFER_BEFORE_CHUNKING:
+        return None
+    return b"%s%sDate: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        _OK_JSON_HEAD, sorted_headers, http_date(), n, body)
 
 
 def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
@@ -476,13 +488,13 @@ class HttpProtocol(asyncio.Protocol):
             route = req.route
             if len(route) == 2 and route[1] is None and req.keep_alive and \
                     not self.write_paused:
-                # A plain route with a synchronous answer for this request (a local
-                # v2 read): written now, without a task.
+                # A plain route with a synchronous answer (the whole HTTP answer) for
+                # this request (a local v2 read): written now, without a task.
                 fast = getattr(route[0], "fast", None)
                 if fast is not None:
                     answer = fast(self.server, req.method, req.url)
                     if answer is not None:
-                        self.transport.write(build_plain_response(*answer))
+                        self.transport.write(answer)
                         return
             self.busy = True
             self.task = self.loop.create_task(self._run(req))
