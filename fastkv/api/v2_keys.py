@@ -146,9 +146,19 @@ def _trim(key: str) -> str:
     return key[len(V2_PREFIX):] if key.startswith(V2_PREFIX) else key
 
 
+_PLAIN_NODE = ("key", "value", "modifiedIndex", "createdIndex")   # a key without TTL
+
+
 def _node_json(node: dict) -> str:
     """A node as etcd writes it, its keys without the /1 prefix (the root's key, then
     "", is left out: omitempty). Written directly: answers are the hot path of reads."""
+    if tuple(node) == _PLAIN_NODE:   # the common node, in one format
+        key = node["key"]
+        key = key[len(V2_PREFIX):] if key.startswith(V2_PREFIX) else key
+        if key:
+            return '{"key":%s,"value":%s,"modifiedIndex":%d,"createdIndex":%d}' % (
+                go_json_string(key), go_json_string(node["value"]), node["modifiedIndex"],
+                node["createdIndex"])
     parts = []
     for k, v in node.items():
         if k == "key":
@@ -247,15 +257,10 @@ def handle_fast(server, method: bytes, url: bytes) -> bytes | None:
     except V2Error as err:
         return build_plain_response(*_error(server, err))
     node = ev["node"]
-    if len(node) == 4 and len(ev) == 2 and "value" in node:
+    if len(ev) == 2 and tuple(node) == _PLAIN_NODE:
         # A key without TTL: {key, value, modifiedIndex, createdIndex}, written in one
         # format (what _event_body and _headers make of it; tests compare the bytes).
-        key = node["key"]
-        body = ('{"action":"get","node":{"key":%s,"value":%s,"modifiedIndex":%d,'
-                '"createdIndex":%d}}\n' % (
-                    go_json_string(key[len(V2_PREFIX):] if key.startswith(V2_PREFIX) else key),
-                    go_json_string(node["value"]), node["modifiedIndex"],
-                    node["createdIndex"])).encode()
+        body = ('{"action":"get","node":%s}\n' % _node_json(node)).encode()
         core = server.core
         out = ok_json_response(b"X-Etcd-Cluster-Id: %x\r\nX-Etcd-Index: %d\r\n"
                                b"X-Raft-Index: %d\r\nX-Raft-Term: %d\r\n" % (
