@@ -118,18 +118,21 @@ def build_response(status: int, kind: int, body: bytes, close: bool = False,
 
 
 _STATUS_LINES: dict[int, bytes] = {}
-_OK_JSON_HEAD = b"HTTP/1.1 200 OK\r\n" + _CORS + b"Content-Type: application/json\r\n"
+_JSON_HEADS = {status: b"HTTP/1.1 %d %s\r\n" % (status, text) + _CORS +
+               b"Content-Type: application/json\r\n"
+               for status, text in ((200, b"OK"), (201, b"Created"))}
 
 
-def ok_json_response(sorted_headers: bytes, body: bytes) -> bytes | None:
-    """build_plain_response(200, [Content-Type: application/json] + headers, body) for
-    header lines already written and sorted (all after Content-Type), in one
-    concatenation; None for a body Go would send chunked (the caller builds that)."""
+def ok_json_response(sorted_headers: bytes, body: bytes, status: int = 200) -> bytes | None:
+    """build_plain_response(status, [Content-Type: application/json] + headers, body)
+    for header lines already written and sorted (all after Content-Type), in one
+    concatenation; None for a body Go would send chunked (the caller builds that).
+    For a keep-alive request that is not HEAD (no Connection: close, a body)."""
     n = len(body)
-    if n > GO_BUFFER_BEFORE_CHUNKING:
+    if n > GO_BUFFER_BEFORE_CHUNKING or status not in _JSON_HEADS:
         return None
     return b"%s%sDate: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-        _OK_JSON_HEAD, sorted_headers, http_date(), n, body)
+        _JSON_HEADS[status], sorted_headers, http_date(), n, body)
 
 
 def build_plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
@@ -526,13 +529,23 @@ class HttpProtocol(asyncio.Protocol):
                     body = body[0] if len(body) == 1 else b"".join(body)
                     try:
                         # the request itself last: auth reads its Authorization and peer_cn
-                        status, headers, out = await route[0](self.server, req.method,
-                                                              req.url, body, req.ctype, req)
+                        answer = await route[0](self.server, req.method, req.url, body,
+                                                req.ctype, req)
                     except Exception:
                         log.exception("handler failed")
-                        status, headers, out = 500, [(b"Content-Type", b"text/plain; "
-                                                      b"charset=utf-8")], b"internal error\n"
-                    if isinstance(out, (bytes, bytearray)):
+                        answer = 500, [(b"Content-Type", b"text/plain; charset=utf-8")], \
+                            b"internal error\n"
+                    if type(answer) is bytes:
+                        # the whole answer, built by the handler (only for a keep-alive
+                        # request that is not HEAD: see ok_json_response)
+                        if not self.closed:
+                            self.transport.write(answer)
+                        status = headers = out = None
+                    else:
+                        status, headers, out = answer
+                    if out is None:
+                        pass
+                    elif isinstance(out, (bytes, bytearray)):
                         if not self.closed:
                             self.transport.write(build_plain_response(
                                 status, headers, out, close=not req.keep_alive,

@@ -196,6 +196,13 @@ def _headers(server, etcd_index: int) -> list:
             (b"X-Raft-Term", str(server.core.term).encode())]
 
 
+def _sorted_headers(server, etcd_index: int) -> bytes:
+    """_headers after Content-Type, as header lines in Go's (sorted) order."""
+    core = server.core
+    return (b"X-Etcd-Cluster-Id: %x\r\nX-Etcd-Index: %d\r\nX-Raft-Index: %d\r\n"
+            b"X-Raft-Term: %d\r\n" % (server.cluster_id, etcd_index, core.commit, core.term))
+
+
 def _error(server, err: V2Error) -> tuple:
     if err.cause.startswith(V2_PREFIX):
         err = V2Error(err.error_code, _trim(err.cause), err.index)
@@ -236,6 +243,10 @@ async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = 
         return _error(server, err)
     status = 201 if ev.is_created else 200
     out = _event_body(ev, no_value)
+    if m != "HEAD" and hreq is not None and hreq.keep_alive:
+        answer = ok_json_response(_sorted_headers(server, ev.etcd_index), out, status)
+        if answer is not None:
+            return answer   # the whole answer, as build_plain_response would write it
     return status, _headers(server, ev.etcd_index), (b"" if m == "HEAD" else out)
 
 
@@ -261,11 +272,7 @@ def handle_fast(server, method: bytes, url: bytes) -> bytes | None:
         # A key without TTL: {key, value, modifiedIndex, createdIndex}, written in one
         # format (what _event_body and _headers make of it; tests compare the bytes).
         body = ('{"action":"get","node":%s}\n' % _node_json(node)).encode()
-        core = server.core
-        out = ok_json_response(b"X-Etcd-Cluster-Id: %x\r\nX-Etcd-Index: %d\r\n"
-                               b"X-Raft-Index: %d\r\nX-Raft-Term: %d\r\n" % (
-                                   server.cluster_id, ev.etcd_index, core.commit, core.term),
-                               body)
+        out = ok_json_response(_sorted_headers(server, ev.etcd_index), body)
         if out is not None:
             return out
     return build_plain_response(200, _headers(server, ev.etcd_index), _event_body(ev, False))

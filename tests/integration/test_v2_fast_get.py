@@ -115,3 +115,51 @@ def test_the_front_answers_plain_gets_without_a_task(member, monkeypatch):
             writer.close()
     loop.run_until_complete(run())
     assert runs == [b"/v2/keys/a?recursive=false"]
+
+
+def test_prebuilt_answers_equal_the_general_builder(member):
+    """v2 writes answer a keep-alive request with ok_json_response's bytes: the same as
+    build_plain_response's for the same status, headers and body (or None: chunked)."""
+    _loop, server, _url = member
+    for status in (200, 201):
+        for idx in (0, 7, 2**63):
+            for body in (b"", b'{"action":"set"}\n', b"x" * 2048, b"x" * 2049):
+                fast = fkhttp.ok_json_response(v2_keys._sorted_headers(server, idx), body, status)
+                full = fkhttp.build_plain_response(status, v2_keys._headers(server, idx), body)
+                if len(body) > 2048:
+                    assert fast is None
+                else:
+                    assert _undated(fast) == _undated(full)
+    assert fkhttp.ok_json_response(b"", b"{}", 404) is None
+
+
+def test_writes_answer_over_a_keep_alive_connection(member):
+    loop, _server, url = member
+    host, port = url[len("http://"):].split(":")
+
+    async def run():
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answers = []
+        try:
+            for body in (b"value=one", b"value=two", b"value=" + b"z" * 3000):
+                writer.write(b"PUT /v2/keys/w HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+                             b"\r\n%s" % (len(body), body))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                if b"Content-Length: " in head:
+                    n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    answers.append((head, await reader.readexactly(n)))
+                else:   # chunked: one chunk and the end
+                    size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                    chunk = await reader.readexactly(size + 2)
+                    assert await reader.readuntil(b"0\r\n\r\n") == b"0\r\n\r\n"
+                    answers.append((head, chunk[:-2]))
+        finally:
+            writer.close()
+        return answers
+    answers = loop.run_until_complete(run())
+    assert answers[0][0].startswith(b"HTTP/1.1 201 Created\r\n")
+    assert b'"action":"set","node":{"key":"/w","value":"one"' in answers[0][1]
+    assert answers[1][0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'"prevNode":{"key":"/w","value":"one"' in answers[1][1]
+    assert b"Transfer-Encoding: chunked" in answers[2][0] and b"z" * 3000 in answers[2][1]
