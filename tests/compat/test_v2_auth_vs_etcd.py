@@ -575,6 +575,13 @@ def test_auth_replicates_to_every_member():
         # a change through another member (its first: it creates nothing twice)
         assert _http(b, "PUT", "/v2/auth/users/svc", '{"user":"svc","revoke":["app"]}',
                      ROOT).json() == {"user": "svc", "roles": []}
+        # c checks permissions against its own applied state, as an etcd member does
+        # (etcd's v2 auth reads users and roles without quorum): b's answer means the
+        # change is committed, and c applies it when the leader's next message tells it so.
+        deadline = time.monotonic() + 10
+        while _http(c, "GET", "/v2/auth/users/svc", creds=ROOT).json().get("roles"):
+            assert time.monotonic() < deadline, "the revoke never reached member c"
+            time.sleep(0.05)
         r = requests.put(c + "/v2/keys/app/k", data={"value": "v"},
                          headers={"Authorization": basic("svc", "s")}, timeout=15)
         assert r.status_code == 401
