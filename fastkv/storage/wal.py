@@ -129,6 +129,7 @@ class WAL:
         self.bytes_written = 0
         self.bytes_since_snapshot = 0   # record bytes after the newest snapshot marker
         self.fsyncs = 0
+        self.unsynced_batches = 0   # commit-only hard states written without an fsync
         self.failed: BaseException | None = None  # a write or fsync error: no more writes
         self.fsync_delay = 0.0      # testing only (fastkv/faults.py): a slow disk
         self._read_only = False     # replaying for a tool: repair nothing
@@ -339,18 +340,33 @@ class WAL:
             os.close(self._fd)
             self._fd = -1
 
+    def must_sync(self, entries: list[Entry], hardstate: HardState | None) -> bool:
+        """etcd's raft.MustSync: new entries, a new term or a new vote must be durable
+        before Raft acts on them; a hard state that only moves the commit index need
+        not be (a lost commit index is learned again from the leader, or, alone, from
+        the log at the next election). Such a batch is written but not fsynced: the next
+        synced batch makes it durable, and a crash can only tear or drop it at the
+        tail, which opening the WAL repairs."""
+        if entries:
+            return True
+        prev = self._hardstate
+        return hardstate is not None and (hardstate.term != prev.term
+                                          or hardstate.vote != prev.vote)
+
     def save_sync(self, entries: list[Entry], hardstate: HardState | None) -> None:
-        """Write entries and the hard state as one batch: one write, one fdatasync."""
+        """Write entries and the hard state as one batch: one write, and one fdatasync
+        unless only the commit index moved (must_sync)."""
         with self._lock:
             if not entries and hardstate is None:
                 return
+            sync = self.must_sync(entries, hardstate)
             hs = None
             if hardstate is not None:
                 hs = (hardstate.term, hardstate.vote, hardstate.commit)
                 self._hardstate = hardstate
             ents = [(e.term, e.index, e.type, e.data) for e in entries]
             self._append(lambda seq: codec.encode_entries(seq, ents, hs),
-                         entries[0].index if entries else self._last_index + 1)
+                         entries[0].index if entries else self._last_index + 1, sync)
             if entries:
                 self._last_index = entries[-1].index
 
@@ -361,8 +377,8 @@ class WAL:
             self._append(lambda seq: codec.encode_batch(seq, marker), self._last_index + 1)
             self.bytes_since_snapshot = 0
 
-    def _append(self, encode, first_index: int) -> None:
-        """Number, frame and write one batch: one pwrite, one fdatasync.
+    def _append(self, encode, first_index: int, sync: bool = True) -> None:
+        """Number, frame and write one batch: one pwrite, one fdatasync (if sync).
 
         The roll-over to a new segment is decided before the batch gets its number,
         so batch numbers strictly increase in file order (the torn-tail check relies
@@ -381,31 +397,56 @@ class WAL:
                     # A batch larger than a whole segment: grow this segment to fit it.
                     _preallocate(self._fd, self._offset + len(buf))
             _pwrite_all(self._fd, buf, self._offset)
-            os.fdatasync(self._fd)
-            if self.fsync_delay:
-                slow_disk(self.fsync_delay)
+            if sync:
+                os.fdatasync(self._fd)
+                if self.fsync_delay:
+                    slow_disk(self.fsync_delay)
         except BaseException as exc:
             self.failed = exc
             raise
-        self._written(len(buf))
+        self._written(len(buf), sync)
 
-    def _written(self, n: int) -> None:
-        """Account for a batch of n bytes that is now durable."""
+    def _written(self, n: int, synced: bool = True) -> None:
+        """Account for a batch of n bytes that is now written (durable if synced)."""
         self._batch_seq += 1
         self._offset += n
         self.bytes_written += n
         self.bytes_since_snapshot += n
-        self.fsyncs += 1
+        if synced:
+            self.fsyncs += 1
+        else:
+            self.unsynced_batches += 1
+
+    def try_save_unsynced(self, entries: list[Entry], hardstate: HardState | None) -> bool:
+        """A batch that needs no fsync (only the commit index moved: must_sync) is
+        written right here, on the caller's thread: one small pwrite. False, having
+        written nothing, for any other batch (or when the segment is full, or another
+        writer holds the WAL): that one takes save() or save_sync()."""
+        if (entries or hardstate is None or self.must_sync(entries, hardstate)
+                or self.failed is not None or self._offset + 64 > self.segment_bytes
+                or not self._lock.acquire(blocking=False)):
+            return False
+        try:
+            self._hardstate = hardstate
+            hs = (hardstate.term, hardstate.vote, hardstate.commit)
+            self._append(lambda seq: codec.encode_entries(seq, [], hs),
+                         self._last_index + 1, sync=False)
+        finally:
+            self._lock.release()
+        return True
 
     async def save(self, entries: list[Entry], hardstate: HardState | None) -> None:
         """save_sync's batch, written and fsynced off the loop by the GIL-free writer.
 
         Encoded here (so the batch number and offset are this write's), then handed
-        to the writer thread; the WAL lock is held until the batch is durable. A
+        to the writer thread; the WAL lock is held until the batch is durable. A batch
+        that needs no fsync is written inline (try_save_unsynced). A
         batch that needs a new segment, the test-only slow disk, or a lock held by
         another writer (a snapshot marker being written) take save_sync in a worker
         thread instead."""
         if not entries and hardstate is None:
+            return
+        if self.try_save_unsynced(entries, hardstate):
             return
         if self.fsync_delay or not self._lock.acquire(blocking=False):
             await asyncio.to_thread(self.save_sync, entries, hardstate)

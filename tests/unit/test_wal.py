@@ -44,6 +44,45 @@ def test_one_write_and_one_fsync_per_batch(tmp_path):
     wal.close()
 
 
+def test_a_commit_only_hard_state_is_written_without_an_fsync(tmp_path, monkeypatch):
+    """etcd's raft.MustSync: entries, a new term or a new vote are fsynced; a hard state
+    that only moves the commit index is written and made durable by the next fsync."""
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 3), HardState(1, 1, 0))
+    assert (wal.fsyncs, wal.unsynced_batches) == (1, 0)
+    synced = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd))
+    assert wal.try_save_unsynced([], HardState(1, 1, 3))          # the commit moved
+    wal.save_sync([], HardState(1, 1, 3))                         # the same, via save_sync
+    assert synced == [] and (wal.fsyncs, wal.unsynced_batches) == (1, 2)
+    for hs in (HardState(2, 1, 3), HardState(1, 2, 3)):           # a new term; a new vote
+        assert not wal.must_sync([], HardState(1, 1, 4)) and wal.must_sync([], hs)
+        assert not wal.try_save_unsynced([], hs)
+    assert not wal.try_save_unsynced(entries(4, 4), HardState(1, 1, 3))   # entries
+    wal.save_sync([], HardState(2, 2, 3))
+    wal.save_sync(entries(4, 4), None)
+    assert len(synced) == 2 and wal.fsyncs == 3
+    wal.close()
+    _, got = WAL.open(str(tmp_path / "wal"))
+    assert got.hardstate == HardState(2, 2, 3) and got.entries[-1].index == 4
+
+
+def test_a_lost_unsynced_commit_index_is_a_torn_tail(tmp_path):
+    """A crash that drops the unsynced commit-only batch leaves the synced log whole."""
+    wal = make(tmp_path)
+    wal.save_sync(entries(1, 3), HardState(1, 1, 0))
+    path = _last_segment(tmp_path)
+    good_end = _data_end(path)
+    assert wal.try_save_unsynced([], HardState(1, 1, 3))
+    end = _data_end(path)
+    wal.close()
+    with open(path, "r+b") as f:       # the page cache never reached the disk
+        f.seek(good_end)
+        f.write(bytes(end - good_end))
+    _, got = WAL.open(str(tmp_path / "wal"))
+    assert [e.index for e in got.entries] == [1, 2, 3] and got.hardstate == HardState(1, 1, 0)
+
+
 def test_conflicting_entries_replace_the_tail(tmp_path):
     wal = make(tmp_path)
     wal.save_sync(entries(1, 5, term=1), HardState(1, 1, 0))
