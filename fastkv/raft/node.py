@@ -52,6 +52,7 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._stopped = False
+        self._proposed = False   # a proposal came since the last Ready: gather more first
         self.batches = 0
         self.fatal: BaseException | None = None
         self.lead = 0
@@ -85,6 +86,7 @@ class RaftNode:
         if self._stopped:
             raise ErrStopped()
         index = self.core.propose(data)
+        self._proposed = True
         self._wake.set()
         return index
 
@@ -92,6 +94,7 @@ class RaftNode:
         if self._stopped:
             raise ErrStopped()
         index = self.core.propose_conf_change(cc)
+        self._proposed = True
         self._wake.set()
         return index
 
@@ -150,7 +153,11 @@ class RaftNode:
                     await self._wake.wait()
                     continue
                 # Let every proposal already scheduled in this loop turn join the batch.
-                await asyncio.sleep(0)
+                # Woken by peers' messages alone (acknowledgements, the leader's appends),
+                # go on at once: they were stepped in one go, a frame at a time.
+                if self._proposed:
+                    self._proposed = False
+                    await asyncio.sleep(0)
                 rd = core.ready()
                 if rd.lead != self.lead or rd.state != self.state:
                     self.lead, self.state = rd.lead, rd.state
@@ -164,7 +171,8 @@ class RaftNode:
                 if leader and rd.messages:
                     self.send(rd.messages)
                 save = None
-                if rd.entries or rd.hardstate is not None:
+                if ((rd.entries or rd.hardstate is not None)
+                        and not wal.try_save_unsynced(rd.entries, rd.hardstate)):
                     save = asyncio.ensure_future(wal.save(rd.entries, rd.hardstate))
                 if rd.committed_entries:
                     self.apply(rd.committed_entries)

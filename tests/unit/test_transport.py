@@ -209,11 +209,15 @@ def test_writer_batches_a_burst_into_few_frames(tmp_path, monkeypatch):
         async with nodes(tmp_path, [A, B]) as (a, b):
             a.t.send([hb(A, B, 0)])
             await until(lambda: len(b.got) == 1)
+            await asyncio.sleep(0.05)   # the writer waits again, its stream drained
             monkeypatch.setattr(codec, "frame_messages", spy)
-            for i in range(1, 501):  # 500 sends in one loop turn
+            a.t.send([hb(A, B, 1)])
+            # an idle peer's message is written within send(), not a loop turn later
+            assert calls == [1]
+            for i in range(2, 501):  # the rest of 500 sends in one loop turn
                 a.t.send([hb(A, B, i)])
             await until(lambda: len(b.got) == 501)
-            assert calls == [500]
+            assert calls == [1, 499]    # the writer frames what queued up behind it at once
             assert [m.commit for m in b.got] == list(range(501))
     run(main())
 
