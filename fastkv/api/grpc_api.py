@@ -159,18 +159,33 @@ async def _end_abandoned(context) -> None:
         await _abort(context, _ABANDONED)
 
 
-def _take_framed(take, limit: int) -> bytes:
-    """The responses `take()` has ready (up to about `limit` bytes) as gRPC messages
+def _take_framed(stream, limit: int) -> bytes:
+    """The responses `stream` has ready (up to about `limit` bytes) as gRPC messages
     in one bytes. An event response is put together from parts encoded once for all
     the watchers of a revision (grpc_convert.watch_response, inline: this runs once
-    per watcher per event); consecutive responses mostly share header and events."""
+    per watcher per event); the responses of a group (fastkv/mvcc/watch._Group)
+    differ only in watch_id and are taken together."""
     parts = []
     size = 0
     last_header = last_events = None
     head = tail = b""
     base = 0
     watch_ids = cv.watch_id_fields
+    take, next_group, take_group = stream.take, stream.next_group, stream.take_group
     while size < limit:
+        nxt = next_group()
+        if nxt is not None:
+            h, evs = nxt
+            if h is not last_header or evs is not last_events:
+                head, tail = cv.header_field(h), cv.events_field(evs)
+                last_header, last_events, base = h, evs, len(head) + len(tail)
+            ws = take_group(max(1, (limit - size) // (base + 8)))[0]
+            for w in ws:
+                wid = watch_ids.get(w.id) or cv.watch_id_field(w.id)
+                n = base + len(wid)
+                parts += ((n).to_bytes(5, "big"), head, wid, tail)   # flag 0, then length
+                size += n + 5
+            continue
         resp = take()
         if resp is None:
             break
@@ -221,7 +236,7 @@ class WatchService(_Base, pb_grpc.WatchServicer):
                 return
             # the in-loop transport: what is ready goes out in one write
             while await stream.ready():
-                data = _take_framed(stream.take, WATCH_SEND_BATCH_BYTES)
+                data = _take_framed(stream, WATCH_SEND_BATCH_BYTES)
                 if data:   # empty when all that was queued belonged to canceled watches
                     await write_framed(data)
 

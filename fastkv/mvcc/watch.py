@@ -280,6 +280,7 @@ class WatchHub:
         selected = shared.get(idx)
         if selected is None:
             selected = shared[idx] = {}
+        by_stream: dict = {}  # stream -> [events, its watchers that get them...]
         for w in ws:
             if rev < w.min_rev:
                 continue  # already sent by its catch-up (don't double notify)
@@ -295,7 +296,18 @@ class WatchHub:
             if evs is None:
                 evs = selected[w.options] = _select(w, [events[i] for i in idx])
             if evs:
-                w.stream._send_events(w, rev, evs, header)
+                g = by_stream.get(w.stream)
+                if g is None:
+                    by_stream[w.stream] = [evs, w]
+                elif g[0] is evs and not w.fragment:
+                    g.append(w)
+                else:  # other filters than the stream's first watcher, or fragments
+                    w.stream._send_events(w, rev, evs, header)
+        for stream, g in by_stream.items():
+            if len(g) == 2:
+                stream._send_events(g[1], rev, g[0], header)
+            else:
+                stream._send_group(g, rev, header)
 
     # ------------------------------------------------------------- catch-up
 
@@ -441,6 +453,21 @@ class SharedEvents(list):
 
 
 _FIRST = (0,)  # the event indices of a revision's only event
+
+
+class _Group:
+    """The event responses of one revision for several watchers of one stream: the
+    same header and events, one watch_id each. Queued as one item (WatchStream._queue
+    holds it as ``(group, None)``) and taken watcher by watcher from ``ws[i:]``; an
+    adapter that frames responses itself takes many at once (WatchStream.take_group)."""
+
+    __slots__ = ("ws", "i", "header", "events")
+
+    def __init__(self, ws: list, header: dict, events: list):
+        self.ws = ws
+        self.i = 0
+        self.header = header
+        self.events = events
 
 
 def _select(w: Watcher, evs: list) -> SharedEvents:
@@ -617,6 +644,23 @@ class WatchStream:
             self._wakeup.set()
         queue.append((w, {"header": header, "watch_id": w.id, "events": evs}))
 
+    def _send_group(self, g: list, rev: int, header: dict) -> None:
+        """_send_events for the watchers g[1:] of this stream, which all get the
+        events g[0] (none of them fragments): one queue item for them all."""
+        if self._closed:
+            return
+        if not self._hub_headers:
+            header = self.header_fn(rev)
+        evs = g[0]
+        ws = g[1:]
+        for w in ws:
+            w.progress_due = False
+            w.pending += 1
+        queue = self._queue
+        if not queue and self._wakeup is not None:
+            self._wakeup.set()
+        queue.append((_Group(ws, header, evs), None))
+
     def _send_compacted(self, w: Watcher, compact_rev: int) -> None:
         # etcd's compacted WatchResponse has Revision 0, so the header revision is 0
         self._watchers.pop(w.id, None)
@@ -688,21 +732,11 @@ class WatchStream:
 
     def pending(self) -> int:
         """Responses queued and not yet taken."""
-        return len(self._queue)
+        return sum(len(w.ws) - w.i if resp is None else 1 for w, resp in self._queue)
 
     def get_nowait(self) -> dict | None:
         """The next response if one is queued (fragments not applied), else None."""
-        while self._queue:
-            w, resp = self._queue.popleft()
-            self.taken += 1
-            if w is not None:
-                w.pending -= 1
-                if w.canceled:
-                    continue
-                if not w.synced:
-                    self.hub._resume(w)
-            return resp
-        return None
+        return self._next(False)
 
     async def responses(self):
         """Yield WatchResponse dicts until :meth:`close`."""
@@ -734,9 +768,21 @@ class WatchStream:
         parts = self._parts
         if parts:
             return parts.popleft()
+        return self._next(True)
+
+    def _next(self, fragments: bool) -> dict | None:
         queue = self._queue
         while queue:
-            w, resp = queue.popleft()
+            w, resp = queue[0]
+            if resp is None:  # a _Group: its next watcher's response
+                g = w
+                w = g.ws[g.i]
+                g.i += 1
+                if g.i == len(g.ws):
+                    queue.popleft()
+                resp = {"header": g.header, "watch_id": w.id, "events": g.events}
+            else:
+                queue.popleft()
             self.taken += 1
             if w is not None:
                 w.pending -= 1
@@ -744,11 +790,49 @@ class WatchStream:
                     continue
                 if not w.synced:
                     self.hub._resume(w)
-                if w.fragment and len(resp.get("events", ())) > 1:
-                    parts.extend(self._fragments(resp))
-                    return parts.popleft()
+                if fragments and w.fragment and len(resp.get("events", ())) > 1:
+                    self._parts.extend(self._fragments(resp))
+                    return self._parts.popleft()
             return resp
         return None
+
+    def next_group(self):
+        """(header, events) of the group whose responses take_group would take; None
+        when the next response to take is not one of a group."""
+        queue = self._queue
+        if self._parts or not queue:
+            return None
+        g, resp = queue[0]
+        return (g.header, g.events) if resp is None else None
+
+    def take_group(self, most: int):
+        """If the next response to take is one of a group (see _Group), take up to
+        `most` of the group's responses at once: (watchers, header, events), the
+        watchers' responses being {"header", "watch_id": w.id, "events"}; watchers
+        canceled since are left out (the list may be empty). None otherwise: take()."""
+        queue = self._queue
+        if self._parts or not queue:
+            return None
+        g, resp = queue[0]
+        if resp is not None:
+            return None
+        ws, i = g.ws, g.i
+        j = min(len(ws), i + most)
+        if j == len(ws):
+            queue.popleft()
+        else:
+            g.i = j
+        self.taken += j - i
+        out = []
+        resume = self.hub._resume
+        for w in ws[i:j]:
+            w.pending -= 1
+            if w.canceled:
+                continue
+            if not w.synced:
+                resume(w)
+            out.append(w)
+        return out, g.header, g.events
 
     def _fragments(self, resp: dict):
         """etcd's sendFragments: split a large response, ``fragment`` on all but the last."""

@@ -48,6 +48,18 @@ EVENTS = [{"type": 0, "kv": KV, "prev_kv": PREV},
           {"type": 1, "kv": {"key": b"gone", "mod_revision": 9}, "prev_kv": PREV}]
 
 
+class _OneResponse:
+    """A stream with one response queued (no groups)."""
+
+    def __init__(self, resp):
+        self.take = iter([resp, None]).__next__
+
+    def next_group(self):
+        return None
+
+    take_group = None
+
+
 @pytest.mark.parametrize("resp", [
     {"header": header(9), "watch_id": 0, "events": EVENTS},
     {"header": header(9), "watch_id": 5, "events": SharedEvents(EVENTS[:1])},
@@ -64,7 +76,7 @@ EVENTS = [{"type": 0, "kv": KV, "prev_kv": PREV},
 ])
 def test_watch_response_bytes_equal_the_generic_encoding(resp):
     assert cv.watch_response(resp) == generic(resp)
-    assert _take_framed(iter([resp, None]).__next__, 1 << 20) == (
+    assert _take_framed(_OneResponse(resp), 1 << 20) == (
         len(generic(resp)).to_bytes(5, "big") + generic(resp))
 
 
@@ -143,7 +155,7 @@ def sent_framed(world, limit) -> list:
     out = []
     for s in world.streams:
         msgs = []
-        while data := _take_framed(s.take, limit):
+        while data := _take_framed(s, limit):
             msgs += unframe(data)
         out.append(by_watch(msgs))
     return out
@@ -193,9 +205,53 @@ def test_watchers_of_a_revision_share_one_encoding(monkeypatch):
             return fill(msg, d)
         monkeypatch.setattr(cv, "fill", counting_fill)
         for s in streams:
-            msgs = unframe(_take_framed(s.take, 1 << 20))
+            msgs = unframe(_take_framed(s, 1 << 20))
             assert len(msgs) == 100
             assert {pb.WatchResponse.FromString(m).header.revision for m in msgs} == {2, 3}
         # 2 revisions x (with, without prev_kv) events, 2 headers
         assert sorted(encoded) == ["Event"] * 4 + ["ResponseHeader"] * 2
+    asyncio.run(go())
+
+
+def test_the_watchers_of_a_stream_get_one_group_taken_in_parts():
+    """A revision's responses to the watchers of one stream that get the same events are
+    one queue item (watch._Group): taken one by one (take) or many at once (take_group,
+    for _take_framed), with each watcher's pending count, and without the watchers
+    canceled since."""
+    async def go():
+        store = KVStore(Lessor())
+        hub = WatchHub(store, header)
+        s = WatchStream(hub, header)
+        for _ in range(6):
+            await s.handle({"create_request": {"key": b"k"}})
+        while s.take() is not None:   # the created responses
+            pass
+        for value in (b"1", b"2"):
+            hub.notify(store.rev + 1, store.put({"key": b"k", "value": value})[1])
+        assert len(s._queue) == 2 and s.pending() == 12
+        ws = list(s._queue[0][0].ws)    # the group's order (the hub's set's)
+        assert sorted(w.id for w in ws) == list(range(6)) and ws == s._queue[1][0].ws
+        assert [w.pending for w in ws] == [2] * 6
+        s.cancel(ws[1].id)
+        s.cancel(ws[2].id)            # queued behind the groups: cancels come last
+        assert s.next_group() is not None
+        first = s.take()              # one response of the first group
+        taken, h, evs = s.take_group(2)   # the next two: both canceled since
+        assert (taken, h["revision"]) == ([], 2) and len(evs) == 1
+        taken, h, _ = s.take_group(100)   # the rest of the first group
+        assert taken == ws[3:] and h["revision"] == 2
+        rest = []
+        while (r := s.take()) is not None:
+            rest.append(r)
+        got = [first] + rest
+        assert [(r["watch_id"], r["header"]["revision"]) for r in got if "events" in r] == \
+            [(ws[0].id, 2)] + [(w.id, 3) for w in ws if w not in ws[1:3]]
+        assert [r["watch_id"] for r in got if r.get("canceled")] == [ws[1].id, ws[2].id]
+        assert s.pending() == 0 and s.taken == 6 + 6 + 6 + 2 and \
+            all(w.pending == 0 for w in ws)
+        # the framed bytes are the generic encoding of each watcher's response
+        hub.notify(store.rev + 1, store.put({"key": b"k", "value": b"3"})[1])
+        msgs = [pb.WatchResponse.FromString(m) for m in unframe(_take_framed(s, 1 << 20))]
+        assert [m.watch_id for m in msgs] == [w.id for w in ws if w not in ws[1:3]]
+        assert {m.events[0].kv.value for m in msgs} == {b"3"}
     asyncio.run(go())
