@@ -29,7 +29,7 @@ from fastkv.v2store import V2Error
 from fastkv.v2store import errors as ec
 from fastkv.v2store.apply import V2_PREFIX
 from fastkv.api.gojson import go_json_string
-from fastkv.api.http import build_plain_response, ok_json_response
+from fastkv.api.http import build_plain_response, http_date, ok_json_response
 from fastkv.api.v2_cluster import _NOT_FOUND, _not_allowed
 from fastkv.api.v2_auth import has_key_access_enabled
 from fastkv.v2store.wire import dumps
@@ -261,10 +261,16 @@ def handle_fast(server, method: bytes, url: bytes) -> bytes | None:
     on, found = server.v2auth.peek_enabled()
     if on:
         return None   # handle() checks access, and counts the read of the switch
-    server.v2.count_get(found)
+    store = server.v2
+    store.count_get(found)
+    answers = _PlainAnswers.of(server)
+    out = answers.get(url)
+    if out is not None:
+        store.count_get(True)   # as store.get counts it
+        return out
     path = url.decode("latin-1")
     try:
-        ev = server.v2.get(_join(V2_PREFIX, path[len(KEYS_PREFIX):]), now=time.time_ns())
+        ev = store.get(_join(V2_PREFIX, path[len(KEYS_PREFIX):]), now=time.time_ns())
     except V2Error as err:
         return build_plain_response(*_error(server, err))
     node = ev["node"]
@@ -274,8 +280,47 @@ def handle_fast(server, method: bytes, url: bytes) -> bytes | None:
         body = ('{"action":"get","node":%s}\n' % _node_json(node)).encode()
         out = ok_json_response(_sorted_headers(server, ev.etcd_index), body)
         if out is not None:
+            answers.put(url, out)
             return out
     return build_plain_response(200, _headers(server, ev.etcd_index), _event_body(ev, False))
+
+
+class _PlainAnswers:
+    """handle_fast's answers to plain GETs of keys without TTL, kept while they stay
+    byte for byte what it would build again: while the v2 store (its index), the Raft
+    commit index and term (X-Raft-Index, X-Raft-Term) and the Date header's second are
+    those they were built with. Any write, any Raft entry, the next second: all go.
+    A read-mostly v2 load (etcd's v2 clients polling their configuration) then costs
+    a lookup per GET instead of a tree walk and a JSON encoding."""
+
+    MAX = 4096   # answers kept at most (all dropped when full)
+
+    __slots__ = ("stamp", "answers")
+
+    def __init__(self):
+        self.stamp = None
+        self.answers: dict[bytes, bytes] = {}
+
+    @staticmethod
+    def of(server) -> "_PlainAnswers":
+        cache = server.__dict__.get("_v2_plain_answers")
+        if cache is None:
+            cache = server._v2_plain_answers = _PlainAnswers()
+        core = server.core
+        store = server.v2
+        stamp = (store, store.index, core.commit, core.term, http_date())
+        if stamp != cache.stamp:
+            cache.stamp = stamp
+            cache.answers.clear()
+        return cache
+
+    def get(self, url: bytes) -> bytes | None:
+        return self.answers.get(url)
+
+    def put(self, url: bytes, answer: bytes) -> None:
+        if len(self.answers) >= self.MAX:
+            self.answers.clear()
+        self.answers[url] = answer
 
 
 async def _propose(server, req: dict):

@@ -163,3 +163,46 @@ def test_writes_answer_over_a_keep_alive_connection(member):
     assert answers[1][0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert b'"prevNode":{"key":"/w","value":"one"' in answers[1][1]
     assert b"Transfer-Encoding: chunked" in answers[2][0] and b"z" * 3000 in answers[2][1]
+
+
+def test_plain_answers_are_kept_until_anything_changes(member, monkeypatch):
+    """handle_fast keeps the answer to a plain GET while the store, the Raft index and
+    term and the Date second stay as they were: the same bytes, counted as a get each
+    time; any write (also to another key) makes it build the answer again."""
+    loop, server, _url = member
+    gets = []
+    real_get = server.v2.get
+
+    def counting_get(*a, **kw):
+        gets.append(a[0])
+        return real_get(*a, **kw)
+    monkeypatch.setattr(server.v2, "get", counting_get)
+    monkeypatch.setattr(fkhttp, "_date", [2_000_000_000, b"Wed, 18 May 2033 03:33:20 GMT"])
+    monkeypatch.setattr(fkhttp.time, "time", lambda: 2_000_000_000.5)   # one second
+
+    async def run():
+        await _v2_put(server, "/a", "va")
+        await _v2_put(server, "/b", "vb")
+        first = v2_keys.handle_fast(server, b"GET", b"/v2/keys/a")
+        before = server.v2._stats["getsSuccess"]
+        for _ in range(3):
+            assert v2_keys.handle_fast(server, b"GET", b"/v2/keys/a") == first
+        assert len(gets) == 1 and server.v2._stats["getsSuccess"] == before + 3
+        assert b'"value":"va"' in first
+        await _v2_put(server, "/b", "vb2")               # another key: the index moved
+        again = v2_keys.handle_fast(server, b"GET", b"/v2/keys/a")
+        assert len(gets) == 2 and again != first and b'"value":"va"' in again
+        await _v2_put(server, "/a", "va2")
+        assert b'"value":"va2"' in v2_keys.handle_fast(server, b"GET", b"/v2/keys/a")
+        # a v3 write leaves the v2 store as it was but moves X-Raft-Index
+        n = len(gets)
+        held = v2_keys.handle_fast(server, b"GET", b"/v2/keys/a")   # kept
+        assert len(gets) == n
+        await server.put({"key": b"v3", "value": b"x"})
+        moved = v2_keys.handle_fast(server, b"GET", b"/v2/keys/a")
+        assert len(gets) == n + 1 and moved != held
+        # a missing key is never kept (its answer is an error, counted as a failed get)
+        v2_keys.handle_fast(server, b"GET", b"/v2/keys/missing")
+        v2_keys.handle_fast(server, b"GET", b"/v2/keys/missing")
+        assert gets.count("/1/missing") == 2
+    loop.run_until_complete(run())
