@@ -771,6 +771,28 @@ class Server:
             raise ErrRequestTooLarge()
         return await self._wait_result(req_id, lambda: self.node.propose(data))
 
+    def propose_nowait(self, kind: str, payload: dict) -> asyncio.Future | None:
+        """_propose for a front end that answers from a callback, not a task: the
+        future of the applied result (a result that is an EtcdError is the result,
+        not raised; a timeout is set as its exception), or None, having proposed
+        nothing, when the proposal cannot go at once (no leader, stopping, too large,
+        dropped, a leader transfer): the caller takes the full path, which waits or
+        answers the error."""
+        if self.stopping or self.core.lead == 0:
+            return None
+        req_id = self.ids.next()
+        data = requests.encode(req_id, kind, payload, None)
+        if len(data) > self.cfg.max_request_bytes:
+            return None
+        try:
+            self.node.propose(data)
+        except EtcdError:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[req_id] = fut   # applied in a later Ready, never within propose
+        self._deadlines.append((self.clock() + self.request_timeout, req_id))
+        return fut
+
     async def _propose_conf_change(self, cc: ConfChange):
         cc.id = self.ids.next()
         return await self._wait_result(cc.id, lambda: self.node.propose_conf_change(cc))

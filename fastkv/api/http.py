@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from email.utils import formatdate
+from functools import partial
 
 import httptools
 
@@ -70,6 +71,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Go's http.response buffers 2048 bytes: a body that fits gets a Content-Length.
 GO_BUFFER_BEFORE_CHUNKING = 2048
 MAX_PIPELINED = 64
+# a plain route's answer when its handler failed (a bug below us)
+_INTERNAL_ERROR = (500, [(b"Content-Type", b"text/plain; charset=utf-8")], b"internal error\n")
 STREAM_READ_HIGH_WATER = 1 << 20
 
 _prefix_cache: dict = {}
@@ -499,12 +502,48 @@ class HttpProtocol(asyncio.Protocol):
                     if answer is not None:
                         self.transport.write(answer)
                         return
+                # A write it can propose at once (a v2 PUT): answered from a callback
+                # when its future is done, without a task either.
+                fast = getattr(route[0], "fast_write", None)
+                if fast is not None and not req.too_large:
+                    started = fast(self.server, req)
+                    if started is not None:
+                        fut, finish = started
+                        self.busy = True
+                        self.current = req
+                        fut.add_done_callback(partial(self._fast_done, req, finish))
+                        return
             self.busy = True
             self.task = self.loop.create_task(self._run(req))
         else:
             self.queue.append(req)
             if len(self.queue) >= MAX_PIPELINED:
                 self.pause_reading("pipeline")
+
+    def _fast_done(self, req: _Request, finish, fut: asyncio.Future) -> None:
+        """A fast_write's future is done: write its answer, go on with the next request."""
+        self.current = None
+        self.busy = False
+        if self.closed:
+            return
+        if fut.cancelled():   # the member stops: as a cancelled handler's connection
+            self.transport.close()
+            return
+        try:
+            answer = finish(fut)
+        except Exception:
+            log.exception("handler failed")
+            answer = _INTERNAL_ERROR
+        if type(answer) is bytes:
+            self.transport.write(answer)
+        else:
+            status, headers, out = answer
+            self.transport.write(build_plain_response(status, headers, out, head=req.head))
+        if self.queue:
+            nxt = self.queue.popleft()
+            if len(self.queue) < MAX_PIPELINED // 2:
+                self.resume_reading("pipeline")
+            self._enqueue(nxt)
 
     async def _run(self, req: _Request) -> None:
         try:
@@ -533,8 +572,7 @@ class HttpProtocol(asyncio.Protocol):
                                                 req.ctype, req)
                     except Exception:
                         log.exception("handler failed")
-                        answer = 500, [(b"Content-Type", b"text/plain; charset=utf-8")], \
-                            b"internal error\n"
+                        answer = _INTERNAL_ERROR
                     if type(answer) is bytes:
                         # the whole answer, built by the handler (only for a keep-alive
                         # request that is not HEAD: see ok_json_response)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from urllib.parse import parse_qsl, unquote
 
 from fastkv import requests
@@ -241,13 +242,62 @@ async def handle(server, method: bytes, url: bytes, body: bytes, ctype: bytes = 
             ev = await _propose(server, req)
     except V2Error as err:
         return _error(server, err)
+    return _answer(server, m, ev, no_value, hreq is not None and hreq.keep_alive)
+
+
+def _answer(server, m: str, ev, no_value: bool, keep_alive: bool):
+    """The answer to a request that made event `ev`: (status, headers, body), or the
+    whole answer's bytes for a keep-alive request that is not HEAD."""
     status = 201 if ev.is_created else 200
     out = _event_body(ev, no_value)
-    if m != "HEAD" and hreq is not None and hreq.keep_alive:
+    if m != "HEAD" and keep_alive:
         answer = ok_json_response(_sorted_headers(server, ev.etcd_index), out, status)
         if answer is not None:
             return answer   # the whole answer, as build_plain_response would write it
     return status, _headers(server, ev.etcd_index), (b"" if m == "HEAD" else out)
+
+
+def handle_fast_write(server, hreq):
+    """A write (PUT, POST, DELETE with v2 auth off and no escapes in the path) proposed
+    at once, from the HTTP front's callback: (future, finish), finish(future) being the
+    answer :func:`handle` would give once the future is done; None when the request
+    needs the full path (which also answers every error of parsing or proposing). A
+    task and a chain of coroutines per write cost more than the rest of its handling."""
+    method = hreq.method
+    if method != b"PUT" and method != b"POST" and method != b"DELETE":
+        return None
+    if not server.cfg.enable_v2:
+        return None
+    raw_path, _, query = hreq.url.decode("latin-1").partition("?")
+    if "%" in raw_path:
+        return None
+    on, found = server.v2auth.peek_enabled()
+    if on:
+        return None   # handle() checks access
+    m = method.decode("latin-1")
+    form_body = ""
+    if m != "DELETE" and hreq.ctype.startswith(b"application/x-www-form-urlencoded"):
+        body = hreq.body
+        form_body = (body[0] if len(body) == 1 else b"".join(body)).decode("latin-1")
+    try:
+        req, no_value = parse(m, raw_path, query, form_body)
+    except V2Error:
+        return None
+    fut = server.propose_nowait(requests.V2, _payload(req))
+    if fut is None:
+        return None
+    server.v2.count_get(found)   # handle()'s read of the auth switch
+    return fut, partial(_finish_write, server, m, no_value)
+
+
+def _finish_write(server, m: str, no_value: bool, fut):
+    try:
+        ev = fut.result()
+    except EtcdError as err:   # a timeout: etcd's 300 with the server's text
+        return _error(server, V2Error(ec.RAFT_INTERNAL, err.message))
+    if isinstance(ev, V2Error):
+        return _error(server, ev)
+    return _answer(server, m, ev, no_value, True)
 
 
 def handle_fast(server, method: bytes, url: bytes) -> bytes | None:
@@ -323,14 +373,19 @@ class _PlainAnswers:
         self.answers[url] = answer
 
 
-async def _propose(server, req: dict):
-    # only what apply_v2 reads, and only where it differs from the default (smaller
-    # log entries); prevExist and ttl mean something whenever present
+def _payload(req: dict) -> dict:
+    """The proposal of a parsed request: only what apply_v2 reads, and only where it
+    differs from the default (smaller log entries); prevExist and ttl mean something
+    whenever present."""
     payload = {k: v for k, v in req.items() if v or k in ("prevExist", "ttl")
                if k not in ("wait", "waitIndex", "quorum", "stream")}
     payload["now"] = time.time_ns()
+    return payload
+
+
+async def _propose(server, req: dict):
     try:
-        result = await server._propose(requests.V2, payload)
+        result = await server._propose(requests.V2, _payload(req))
     except EtcdError as err:   # no leader, timeouts: etcd's 300 with the server's text
         raise V2Error(ec.RAFT_INTERNAL, err.message) from None
     if isinstance(result, V2Error):
@@ -370,4 +425,5 @@ def _watch(server, req: dict, no_value: bool):
     return watcher.start_index, bodies()
 
 
-handle.fast = handle_fast   # the HTTP front looks for it (fastkv/api/http.py _enqueue)
+handle.fast = handle_fast   # the HTTP front looks for them (fastkv/api/http.py _enqueue)
+handle.fast_write = handle_fast_write

@@ -89,8 +89,9 @@ def test_with_v2_auth_on_the_full_path_checks_access_and_counts_once(member):
     loop.run_until_complete(run())
 
 
-def test_the_front_answers_plain_gets_without_a_task(member, monkeypatch):
-    loop, server, url = member
+@pytest.fixture
+def task_runs(monkeypatch):
+    """The URLs of the requests the HTTP front started a task (HttpProtocol._run) for."""
     runs = []
     real_run = fkhttp.HttpProtocol._run
 
@@ -98,6 +99,12 @@ def test_the_front_answers_plain_gets_without_a_task(member, monkeypatch):
         runs.append(req.url)
         return real_run(self, req)
     monkeypatch.setattr(fkhttp.HttpProtocol, "_run", counting_run)
+    return runs
+
+
+def test_the_front_answers_plain_gets_without_a_task(member, task_runs):
+    loop, server, url = member
+    runs = task_runs
     host, port = url[len("http://"):].split(":")
 
     async def run():
@@ -206,3 +213,75 @@ def test_plain_answers_are_kept_until_anything_changes(member, monkeypatch):
         v2_keys.handle_fast(server, b"GET", b"/v2/keys/missing")
         assert gets.count("/1/missing") == 2
     loop.run_until_complete(run())
+
+
+WRITES = [   # (method, path, form body): creates, updates, errors, dirs, TTLs, in-order keys
+    (b"PUT", b"/v2/keys/w", b"value=one"),
+    (b"PUT", b"/v2/keys/w", b"value=two"),
+    (b"PUT", b"/v2/keys/w?prevExist=false", b"value=three"),          # 412: it exists
+    (b"PUT", b"/v2/keys/w?prevValue=two", b"value=four"),             # compare-and-swap
+    (b"PUT", b"/v2/keys/w?prevIndex=1", b"value=five"),               # 412: index differs
+    (b"PUT", b"/v2/keys/d?dir=true", b""),
+    (b"PUT", b"/v2/keys/d", b"value=x"),                              # 102: a directory
+    (b"POST", b"/v2/keys/q", b"value=job1"),                          # in-order keys
+    (b"POST", b"/v2/keys/q", b"value=job2"),
+    (b"PUT", b"/v2/keys/t?ttl=60", b"value=" + b"z" * 3000),          # chunked answer
+    (b"PUT", b"/v2/keys/f", b"value=a&ttl=x"),                        # 400: a bad TTL
+    (b"DELETE", b"/v2/keys/w?prevValue=nope", b""),                   # 412
+    (b"DELETE", b"/v2/keys/w", b""),
+    (b"DELETE", b"/v2/keys/d?dir=true", b""),
+    (b"DELETE", b"/v2/keys/missing", b""),                            # 404
+    (b"PUT", b"/v2/keys/%61%62", b"value=escaped"),                   # the full path
+]
+
+
+def _normalized(answer: bytes) -> bytes:
+    """Without what differs between two members (IDs, Raft position, the time)."""
+    answer = re.sub(rb'"expiration":"[^"]*"', b'"expiration":"T"', answer)
+    return re.sub(rb"(X-Etcd-Cluster-Id|X-Raft-Index|X-Raft-Term|Date): [^\r]*\r\n", b"",
+                  answer)
+
+
+def _send_writes(loop, url) -> list:
+    host, port = url[len("http://"):].split(":")
+
+    async def run():
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answers = []
+        try:
+            for method, path, body in WRITES:
+                writer.write(b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                             b"x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                             % (method, path, len(body), body))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                if b"Content-Length: " in head:
+                    n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    answers.append(head + await reader.readexactly(n))
+                else:   # chunked: one chunk and the end
+                    answers.append(head + await reader.readuntil(b"0\r\n\r\n"))
+        finally:
+            writer.close()
+        return [_normalized(a) for a in answers]
+    return loop.run_until_complete(run())
+
+
+def test_fast_writes_answer_as_the_full_path_without_a_task(monkeypatch, task_runs):
+    """v2 writes proposed from the HTTP front's callback (handle_fast_write) answer
+    exactly as handle() does, errors included; what needs more (an escaped path, a
+    request that does not parse) takes a task."""
+    runs = task_runs
+    with inprocess_member("--enable-v2") as (loop, server, url):
+        fast = _send_writes(loop, url)
+        stats = {k: v for k, v in server.v2._stats.items() if k != "watchers"}
+    assert runs == [b"/v2/keys/f", b"/v2/keys/%61%62"]   # a parse error; an escape
+    runs.clear()
+    monkeypatch.setattr(v2_keys.handle, "fast_write", None)   # every write takes handle()
+    with inprocess_member("--enable-v2") as (loop, server, url):
+        full = _send_writes(loop, url)
+        assert {k: v for k, v in server.v2._stats.items() if k != "watchers"} == stats
+    assert len(runs) == len(WRITES)
+    assert [a.split(b"\r\n")[0] for a in fast] == [a.split(b"\r\n")[0] for a in full]
+    assert fast == full
+    statuses = [int(a.split(b" ")[1]) for a in fast]
+    assert statuses == [201, 200, 412, 200, 412, 201, 403, 201, 201, 201, 400, 412, 200, 200,
+                        404, 201]
