@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from fastkv import config
+from fastkv import config, logsetup
 from fastkv.errors import ErrStopped, StorageCorruption
 from fastkv.tlsconfig import TLSConfigError
 
@@ -32,10 +32,6 @@ def freeze_loaded_state() -> None:
     configuration) out of the collector's sight: a full collection then only looks at
     what was allocated since, instead of walking a million-key store for nothing."""
     gc.freeze()
-
-
-LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-              "error": logging.ERROR, "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
 
 
 async def _serve(cfg: config.Config) -> int:
@@ -73,8 +69,11 @@ async def _serve(cfg: config.Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config.parse_or_exit(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=LOG_LEVELS[cfg.log_level],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logsetup.configure(cfg.log_level, cfg.logger, cfg.log_outputs)
+    except OSError as exc:   # a --log-outputs file that cannot be opened
+        print(f"fastkv: cannot open the log output: {exc}", file=sys.stderr)
+        return 1
     tune_gc()
     try:
         import uvloop

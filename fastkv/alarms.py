@@ -11,6 +11,8 @@ from __future__ import annotations
 ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT = 0, 1, 2
 ACTION_GET, ACTION_ACTIVATE, ACTION_DEACTIVATE = 0, 1, 2
 ALARM_TYPES = (ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT)
+ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE", ALARM_CORRUPT: "CORRUPT"}
+DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3   # etcd's DefaultQuotaBytes, for --quota-backend-bytes 0
 
 
 def _member(member_id: int, alarm: int) -> dict:

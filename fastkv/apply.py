@@ -12,6 +12,7 @@ from fastkv.alarms import ALARM_CORRUPT, ALARM_NOSPACE, AlarmStore
 from fastkv.auth import AuthStore
 from fastkv.auth.enforce import check_entry
 from fastkv.errors import ErrCorrupt, ErrLeaseNotFound, ErrNoSpace, EtcdError
+from fastkv.faults import corrupted
 from fastkv.membership import Membership
 from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import SNAPSHOT_CHUNK, KVStore
@@ -34,6 +35,7 @@ class Applier:
         self.v2 = v2 if v2 is not None else V2Store(NAMESPACES)
         self.applied_index = 0
         self.applied_term = 0
+        self.corrupt_values = False   # the corrupt-values fault (fastkv/faults.py)
 
     def apply(self, entry: Entry):
         """Apply one entry; returns (request id, result) where result is a response dict
@@ -52,6 +54,8 @@ class Applier:
                 # auth store as of this entry (refused if it changed since: old revision)
                 check_entry(self.auth, self.lessor, kind, payload, who)
             if kind == requests.PUT:
+                if self.corrupt_values:   # testing only (fastkv/faults.py)
+                    payload = {**payload, "value": corrupted(payload.get("value", b""))}
                 resp, events = store.put(payload)
             elif kind == requests.DELETE_RANGE:
                 resp, events = store.delete_range(payload)

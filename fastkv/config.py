@@ -74,6 +74,25 @@ def _log_level(text: str) -> str:
     return text
 
 
+def _compaction_mode(text: str) -> str:
+    if text not in ("periodic", "revision"):
+        raise ValueError(f"unknown auto-compaction-mode {text!r}")
+    return text
+
+
+def _logger(text: str) -> str:
+    if text not in ("capnslog", "zap"):
+        raise ValueError(f"unknown logger option {text!r}")
+    return text
+
+
+def _log_outputs(text: str) -> list[str]:
+    outputs = [o.strip() for o in text.split(",") if o.strip()]
+    if not outputs:
+        raise ValueError(text)
+    return outputs
+
+
 def _cipher_suites(text: str) -> list[str]:
     """Go cipher suite names, comma-separated (checked at start-up, as etcd)."""
     return text.split(",") if text else []
@@ -125,12 +144,18 @@ class Flag:
 
 
 FLAGS = [
+    Flag("config-file", str, "",
+         "Path to the server configuration file (etcd's YAML). Note that if a configuration "
+         "file is provided, other command line flags and environment variables will be "
+         "ignored."),
     Flag("name", str, "default", "Human-readable name for this member."),
     Flag("data-dir", str, "", "Path to the data directory (default: ${name}.fastkv)."),
     Flag("listen-client-urls", _urls, ["http://127.0.0.1:2379"],
          "List of URLs to listen on for client traffic (HTTP/1.1 JSON gateway)."),
     Flag("advertise-client-urls", _urls, ["http://127.0.0.1:2379"],
          "List of this member's client URLs to advertise to the public."),
+    Flag("listen-metrics-urls", _urls, [],
+         "List of URLs to listen on for the metrics and health endpoints."),
     Flag("listen-peer-urls", _urls, ["http://127.0.0.1:2380"],
          "List of URLs to listen on for peer traffic."),
     Flag("initial-advertise-peer-urls", _urls, ["http://127.0.0.1:2380"],
@@ -155,14 +180,29 @@ FLAGS = [
          "Number of entries for a slow follower to catch up after compacting the raft "
          "storage entries."),
     Flag("quota-backend-bytes", _positive_int, 0,
-         "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
-         later="Operations (alarms)"),
+         "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota)."),
+    Flag("auto-compaction-mode", _compaction_mode, "periodic",
+         "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for "
+         "duration based retention, defaulting to hours if no time unit is provided "
+         "(e.g. '5m'). 'revision' for revision number based retention."),
+    Flag("auto-compaction-retention", str, "0",
+         "Auto compaction retention for mvcc key value store. 0 means disable auto "
+         "compaction."),
+    Flag("experimental-initial-corrupt-check", _bool, False,
+         "Enable to check data corruption before serving any client/peer traffic."),
+    Flag("experimental-corrupt-check-time", _duration, 0.0,
+         "Duration of time between cluster corruption check passes (0: none)."),
     Flag("max-request-bytes", _positive_int, 1572864,
          "Maximum client request size in bytes the server will accept."),
     Flag("max-txn-ops", _positive_int, 128,
          "Maximum number of operations permitted in a transaction."),
     Flag("log-level", _log_level, "info",
          "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
+    Flag("logger", _logger, "capnslog",
+         "Specify 'zap' for structured logging (JSON lines) or 'capnslog' (text)."),
+    Flag("log-outputs", _log_outputs, ["default"],
+         "Specify 'stdout' or 'stderr' to skip journald logging even when running under "
+         "systemd, or list comma-separated output targets (file paths)."),
     Flag("enable-v2", _bool, False, "Accept etcd V2 client requests."),
     Flag("grpc-transport", _grpc_transport, "native",
          "fastkv: how gRPC is served on the client port: 'native' (HTTP/2 in the event "
@@ -219,11 +259,13 @@ FLAGS_BY_NAME = {f.name: f for f in FLAGS}
 
 @dataclasses.dataclass
 class Config:
+    config_file: str = ""
     name: str = "default"
     data_dir: str = ""
     listen_client_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2379"])
     advertise_client_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2379"])
     listen_peer_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2380"])
+    listen_metrics_urls: list = dataclasses.field(default_factory=list)
     initial_advertise_peer_urls: list = dataclasses.field(
         default_factory=lambda: ["http://127.0.0.1:2380"])
     initial_cluster: dict = dataclasses.field(
@@ -238,6 +280,10 @@ class Config:
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     quota_backend_bytes: int = 0
+    auto_compaction_mode: str = "periodic"
+    experimental_initial_corrupt_check: bool = False
+    experimental_corrupt_check_time: float = 0.0
+    auto_compaction_retention: str = "0"
     max_request_bytes: int = 1572864
 
     @property
@@ -245,6 +291,8 @@ class Config:
         return self.experimental_snapshot_catchup_entries
     max_txn_ops: int = 128
     log_level: str = "info"
+    logger: str = "capnslog"
+    log_outputs: list = dataclasses.field(default_factory=lambda: ["default"])
     enable_v2: bool = False
     grpc_transport: str = "native"
     bcrypt_cost: int = 10
@@ -291,6 +339,57 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# etcd's YAML nests the TLS settings: section -> {key in it: flag}
+_TLS_SECTIONS = {
+    "client-transport-security": {
+        "cert-file": "cert-file", "key-file": "key-file", "client-cert-auth": "client-cert-auth",
+        "trusted-ca-file": "trusted-ca-file", "auto-tls": "auto-tls",
+        "crl-file": "client-crl-file", "allowed-hostname": "client-cert-allowed-hostname"},
+    "peer-transport-security": {
+        "cert-file": "peer-cert-file", "key-file": "peer-key-file",
+        "client-cert-auth": "peer-client-cert-auth", "trusted-ca-file": "peer-trusted-ca-file",
+        "auto-tls": "peer-auto-tls", "crl-file": "peer-crl-file",
+        "allowed-cn": "peer-cert-allowed-cn", "allowed-hostname": "peer-cert-allowed-hostname"},
+}
+
+
+def _flag_text(value) -> str:
+    """A YAML value as the text of its flag."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_flag_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def read_config_file(path: str) -> dict[str, str]:
+    """etcd's --config-file: a YAML mapping with the flags' names as keys (the TLS
+    settings under client-transport-security and peer-transport-security), as flag
+    texts. Keys that name no flag are ignored, as etcd's YAML decoding ignores them."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"error converting YAML to JSON in {path}: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"the configuration file {path} is not a YAML mapping")
+    given: dict[str, str] = {}
+    for key, value in doc.items():
+        section = _TLS_SECTIONS.get(key)
+        if section is not None and isinstance(value, dict):
+            for k, v in value.items():
+                if k in section and section[k] in FLAGS_BY_NAME and v not in (None, ""):
+                    given[section[k]] = _flag_text(v)
+        elif key in FLAGS_BY_NAME and key != "config-file" and value is not None:
+            given[key] = _flag_text(value)
+    return given
+
+
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     """Parse etcd-style flags and ETCD_* environment variables into a Config.
 
@@ -324,6 +423,9 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         env_name = "ETCD_" + flag.name.upper().replace("-", "_")
         if flag.name not in given and env_name in environ:
             given[flag.name] = environ[env_name]
+    if given.get("config-file"):
+        # etcd: with a configuration file, the other flags and variables are ignored
+        given = {"config-file": given["config-file"], **read_config_file(given["config-file"])}
     cfg = Config()
     for name, value in given.items():
         flag = FLAGS_BY_NAME[name]
@@ -333,6 +435,13 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             detail = f": {exc}" if str(exc) and str(exc) != value else ""
             raise ConfigError(f'invalid value "{value}" for flag -{name}{detail}') from None
         setattr(cfg, name.replace("-", "_"), parsed)
+    try:
+        from fastkv.compactor import parse_retention
+        parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
+    except ValueError:
+        raise ConfigError(f'invalid value "{cfg.auto_compaction_retention}" for flag '
+                          f'-auto-compaction-retention (mode {cfg.auto_compaction_mode})'
+                          ) from None
     if not cfg.data_dir:
         cfg.data_dir = f"{cfg.name}.fastkv"
     if cfg.name not in cfg.initial_cluster:

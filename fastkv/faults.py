@@ -9,6 +9,9 @@ re-reads it every 100 ms. Its lines (blank lines are ignored):
 * ``fsync-delay <seconds>``: every WAL fsync and snapshot fsync of this member takes that
   much longer (a slow disk: persistence is late, and so is everything waiting for it;
   the sync already runs in a worker thread, so the event loop keeps serving meanwhile);
+* ``corrupt-values``: every put this member applies stores its value with one byte
+  flipped (silent data corruption: the member's state drifts from its peers', which only
+  a hash comparison notices: --experimental-corrupt-check-time, the CORRUPT alarm);
 * ``clock-jump <seconds>``: this member's clock (``Server.clock``: lease expiry in the
   leader's lessor, request deadlines, peer liveness) reads that much ahead (or, negative,
   behind) of the real one. Raft's ticks count the event loop's own timer and do not move.
@@ -25,12 +28,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+def corrupted(value: bytes) -> bytes:
+    """The value with its first byte flipped (an empty value gains a byte)."""
+    return bytes([value[0] ^ 0xFF]) + value[1:] if value else b"\xff"
+
+
 @dataclass(frozen=True)
 class Directives:
     """One reading of the fault file."""
     drop: frozenset = field(default_factory=frozenset)   # member IDs whose traffic is dropped
     fsync_delay: float = 0.0      # seconds added to every WAL and snapshot fsync
     clock_offset: float = 0.0     # seconds added to the member's clock
+    corrupt_values: bool = False  # puts applied here store a damaged value
 
 
 def _seconds(word: str, *, signed: bool) -> float:
@@ -44,6 +53,7 @@ def parse(text: str) -> Directives:
     """The directives of a fault file's text; ValueError if any line is not one."""
     drop: set[int] = set()
     fsync_delay = clock_offset = 0.0
+    corrupt = False
     for n, line in enumerate(text.splitlines(), 1):
         words = line.split()
         if not words:
@@ -52,11 +62,13 @@ def parse(text: str) -> Directives:
             fsync_delay = _seconds(words[1], signed=False)
         elif words[0] == "clock-jump" and len(words) == 2:
             clock_offset = _seconds(words[1], signed=True)
+        elif words == ["corrupt-values"]:
+            corrupt = True
         elif len(words) == 1:
             drop.add(int(words[0], 16))     # ValueError unless hex
         else:
             raise ValueError(f"line {n}: not a fault directive: {line!r}")
-    return Directives(frozenset(drop), fsync_delay, clock_offset)
+    return Directives(frozenset(drop), fsync_delay, clock_offset, corrupt)
 
 
 def render(d: Directives) -> str:

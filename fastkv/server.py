@@ -21,13 +21,15 @@ import time
 from urllib.parse import urlsplit
 
 from fastkv import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION, requests
-from fastkv.alarms import ACTION_GET, AlarmStore
+from fastkv.alarms import (ACTION_GET, ALARM_CORRUPT, ALARM_NAMES, ALARM_NOSPACE,
+                           DEFAULT_QUOTA_BYTES, AlarmStore)
 from fastkv.apply import Applier, store_state_from_snapshot
 from fastkv.auth import AuthStore, hash_password, new_salt, normalize_cost
 from fastkv.auth import enforce
 from fastkv.auth.identity import identify
 from fastkv.auth.jwt_tokens import token_provider
 from fastkv.concurrency import Recipes
+from fastkv.compactor import Compactor, parse_retention
 from fastkv.v2store import V2Store
 from fastkv.v2store.apply import NAMESPACES as V2_NAMESPACES
 from fastkv.v2auth import V2AuthStore
@@ -38,9 +40,10 @@ from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeas
                            ErrMemberNotLearner, ErrNotLeader, ErrRequestTooLarge, ErrStopped,
                            ErrTimeout, ErrTimeoutDueToLeaderFail, ErrUnhealthy, EtcdError,
                            StorageCorruption, error_named)
-from fastkv.errors import ErrAuthFailed, ErrNoPasswordUser
+from fastkv.errors import ErrAuthFailed, ErrNoPasswordUser, ErrNoSpace
 from fastkv.identity import IdGenerator, cluster_id, member_id
 from fastkv.membership import ErrIDRemoved, Member, Membership, encode_context, new_member_id
+from fastkv.metrics import ServerMetrics
 from fastkv.mvcc import validation
 from fastkv.mvcc.lease import Lessor
 from fastkv.mvcc.store import KVStore
@@ -82,6 +85,29 @@ def _etcd_result(handler):
         except EtcdError as err:
             return ("err", err.code, err.message, type(err).__name__)
     return wrapped
+
+
+PEER_PROBE_SECONDS = 4.0   # etcd's proberInterval (rafthttp: ConnReadTimeout - 1s)
+# etcd's quota costs (etcdserver/quota.go): what a write is taken to add on disk
+KV_OVERHEAD = 256
+LEASE_COST = 64
+
+
+def _put_cost(req: dict) -> int:
+    return len(req.get("key", b"")) + len(req.get("value", b"")) + KV_OVERHEAD
+
+
+def _txn_cost(txn: dict) -> int:
+    cost = 0
+    for branch in ("success", "failure"):
+        n = 0
+        for op in txn.get(branch, ()):
+            if "request_put" in op:
+                n += _put_cost(op["request_put"])
+            elif "request_txn" in op:
+                n += _txn_cost(op["request_txn"])
+        cost = max(cost, n)   # only one branch runs
+    return cost
 
 
 def _proposal_dropped(exc: BaseException) -> bool:
@@ -139,6 +165,14 @@ class Server:
         self._existing: tuple[int, list] | None = None  # (cluster id, members) when joining
         self._join_peers: list = []                       # from the WAL, for a joiner
         self.alarms = AlarmStore()
+        self.metrics = ServerMetrics()   # what /metrics counts as it happens (fastkv/metrics.py)
+        # --auto-compaction-*: runs while this member leads (fastkv/compactor.py)
+        self.compactor = Compactor(cfg.auto_compaction_mode,
+                                   parse_retention(cfg.auto_compaction_mode,
+                                                   cfg.auto_compaction_retention),
+                                   lambda: self.store.rev, self._auto_compact)
+        self._snapshot_size: int | None = None   # the newest snapshot file's (None: look)
+        self._last_lead = 0
         # --auth-token: simple (member-local table) or jwt (signed); config checked it
         self.tokens = token_provider(getattr(cfg, "auth_token", "simple"), cfg.auth_token_ttl)
         self.v2 = V2Store(V2_NAMESPACES)   # the v2 keys tree (served with --enable-v2)
@@ -255,6 +289,7 @@ class Server:
                              rng=random.Random(), snapshot=snapshot_meta,
                              election_tick=max(1, cfg.election_timeout // cfg.heartbeat_interval),
                              heartbeat_tick=1)
+        self.wal.observe_fsync = self.metrics.wal_fsync.observe
         self.node = RaftNode(self.core, self.wal, apply=self._apply_entries, send=self._send,
                              install_snapshot=self._install_snapshot,
                              on_read_states=self._on_read_states,
@@ -355,6 +390,8 @@ class Server:
                                        ssl=self.tls.peer_server, client_ssl=self.tls.peer_client,
                                        tls_check=self.tls.peer_check)
         self.transport.register("members", self._rpc_members, public=True)
+        self.transport.register("probe", self._rpc_probe)
+        self.transport.register("hash_kv", self._rpc_hash_kv)
         self.transport.register("lease_renew", _etcd_result(self._rpc_lease_renew))
         self.transport.register("lease_renew_many", _etcd_result(self._rpc_lease_renew_many))
         self.transport.register("lease_ttl", _etcd_result(self._rpc_lease_ttl))
@@ -399,7 +436,17 @@ class Server:
                 self.core.tick()
             self.node.kick()
         await self._publish()
+        if self.cfg.experimental_initial_corrupt_check:
+            await self.initial_corrupt_check()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
+        self._tasks.append(asyncio.create_task(self._probe_peers(), name="peer-probe"))
+        if self.cfg.experimental_corrupt_check_time > 0:
+            self._tasks.append(asyncio.create_task(self._corrupt_check_loop(),
+                                                   name="corrupt-check"))
+        if self.compactor.retention > 0:
+            if self.core.state == LEADER:
+                self.compactor.resume()
+            self._tasks.append(asyncio.create_task(self.compactor.run(), name="compactor"))
         self._tasks.append(asyncio.create_task(self._sweep_tokens(), name="auth-tokens"))
         from fastkv.api.grpc_api import GrpcFrontend, native_methods
         from fastkv.api.http import start_http_server
@@ -421,8 +468,24 @@ class Server:
                     plain_too="http" in schemes))
             else:
                 self._listeners.append(await start_http_server(self, host, port))
+        await self._start_metrics_listeners()
         self.ready.set()
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
+
+    async def _start_metrics_listeners(self) -> None:
+        """--listen-metrics-urls: /metrics and /health on listeners of their own (an
+        https:// one with the client TLS settings, as etcd)."""
+        from fastkv.api.http import start_http_server
+        from fastkv.api.v3_gateway import resolve_metrics
+        for url in self.cfg.listen_metrics_urls:
+            parts = urlsplit(url)
+            tls = {}
+            if parts.scheme == "https":
+                tls = {"ssl": self.tls.client_server, "check": self.tls.client_check}
+            self._listeners.append(await start_http_server(
+                self, parts.hostname, parts.port, resolve=resolve_metrics, **tls))
+        if self.cfg.listen_metrics_urls:
+            log.info("serving /metrics on %s", ", ".join(self.cfg.listen_metrics_urls))
 
     @property
     def stopping(self) -> bool:
@@ -565,17 +628,25 @@ class Server:
         asyncio.get_running_loop().call_soon(self.node.step, report)
         return False
 
-    def _snapshot_now(self) -> None:
+    def _snapshot_now(self) -> asyncio.Task | None:
         if self._snapshotting or self.applier.applied_index <= self.snapshot_index:
-            return
+            return None
         self._snapshotting = True
         applied = self.applier.applied_index
         parts = self.applier.snapshot_parts()
         term = self.applier.applied_term
         conf = self.membership.conf_state()
-        self._spawn(self._snapshot(applied, term, conf, parts), "snapshot")
+        return self._spawn(self._snapshot(applied, term, conf, parts), "snapshot")
 
     def _on_soft_state(self, lead: int, state: str) -> None:
+        if state == LEADER:
+            self.compactor.resume()
+        else:
+            self.compactor.pause()
+        if lead and lead != self._last_lead:
+            self.metrics.leader_changes += 1   # as etcd counts them: a new leader known
+        if lead:
+            self._last_lead = lead
         if state == LEADER and not self.lessor.is_primary:
             # As etcd: a new leader gives every lease its full TTL again, plus an
             # election timeout, so no lease expires because of the election.
@@ -614,6 +685,7 @@ class Server:
     # ---- applying -------------------------------------------------------------------
 
     def _apply_entries(self, entries: list[Entry]) -> None:
+        started = time.perf_counter()
         apply = self.applier.apply
         waiters = self._waiters
         for entry in entries:
@@ -626,6 +698,7 @@ class Server:
                 if fut is not None and not fut.done():
                     fut.set_result(result)
         applied = entries[-1].index
+        self.metrics.backend_commit.observe(time.perf_counter() - started)
         if self._apply_waiters:
             self._release_apply_waiters(applied)
         if applied - self.snapshot_index >= self.cfg.snapshot_count:
@@ -708,6 +781,7 @@ class Server:
         self.snapshot_index = max(self.snapshot_index, meta.index)
         self.core.set_snapshot(meta)
         self._release_apply_waiters(meta.index)
+        self._snapshot_size = None
         log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
 
     async def _snapshot(self, index: int, term: int, conf: ConfState, parts) -> None:
@@ -720,7 +794,10 @@ class Server:
             for chunk in chunks:
                 blobs.append(chunk)
                 await asyncio.sleep(0)
+            started = time.perf_counter()
             size = await asyncio.to_thread(self.snapshotter.save, term, index, state, blobs)
+            self.metrics.snapshot_save.observe(time.perf_counter() - started)
+            self._snapshot_size = size
             await asyncio.to_thread(self.wal.save_snapshot_marker, index, term)
             released = await asyncio.to_thread(self.wal.release_to, index)
             self.core.set_snapshot(SnapshotMeta(index, term, conf))
@@ -822,6 +899,7 @@ class Server:
                 _d, req_id = dl.popleft()
                 fut = self._waiters.pop(req_id, None)
                 if fut is not None and not fut.done():
+                    self.metrics.proposals_failed += 1
                     fut.set_exception(ErrTimeoutDueToLeaderFail() if self.core.lead == 0
                                       else ErrTimeout())
 
@@ -919,6 +997,8 @@ class Server:
     async def put(self, req: dict, creds=None) -> dict:
         validation.check_put(req)
         who = None if creds is None else await identify(self, creds)
+        if self.db_size() + _put_cost(req) > self.quota_bytes():
+            await self._no_space()
         return self._with_header(await self._propose(requests.PUT, req, who))
 
     async def delete_range(self, req: dict, creds=None) -> dict:
@@ -937,6 +1017,8 @@ class Server:
             resp, _events = self.store.txn(req)
             return self._with_header(resp)
         who = None if creds is None else await identify(self, creds)
+        if self.db_size() + _txn_cost(req) > self.quota_bytes():
+            await self._no_space()
         return self._with_header(await self._propose(requests.TXN, req, who))
 
     async def compact(self, req: dict, creds=None) -> dict:
@@ -954,6 +1036,8 @@ class Server:
         if lease_id == 0:
             while lease_id == 0 or self.lessor.lookup(lease_id) is not None:
                 lease_id = self.ids.next() & MAX_INT63
+        if self.db_size() + LEASE_COST > self.quota_bytes():
+            await self._no_space()
         resp = await self._propose(requests.LEASE_GRANT, {"ID": lease_id, "TTL": ttl}, who)
         return self._with_header(resp)
 
@@ -1063,6 +1147,87 @@ class Server:
     async def lease_leases(self, req: dict) -> dict:
         await self._linearizable()
         return {"header": self.header(), "leases": [{"ID": i} for i in self.lessor.leases()]}
+
+    async def _rpc_hash_kv(self, rev: int) -> tuple[int, int, int, int]:
+        """A peer's HashKV at rev: (member ID, revision, hash, compact revision)."""
+        h, compact = self.store.hash_kv(rev)
+        return self.member_id, self.store.rev, h, compact
+
+    async def _peer_hashes(self, rev: int) -> list[tuple[int, int, int, int]]:
+        """Every reachable peer's _rpc_hash_kv at rev (a peer behind rev, or one that
+        compacted past it, or that does not answer, is left out)."""
+        out = []
+        for peer in list(self.transport.peers):
+            try:
+                out.append(tuple(await self.transport.call(peer, "hash_kv", rev, timeout=5.0)))
+            except Exception as exc:
+                log.warning("corruption check: no hash from member %x: %s", peer, exc)
+        return out
+
+    async def initial_corrupt_check(self) -> None:
+        """--experimental-initial-corrupt-check (etcd's CheckInitialHashKV): before
+        serving, compare this member's hash at its revision with its peers' at the same
+        revision; a mismatch at the same compact revision refuses to start."""
+        h, compact = self.store.hash_kv(0)
+        rev = self.store.rev
+        log.info("%x starting initial corruption check with %d peers (revision %d)",
+                 self.member_id, len(self.transport.peers), rev)
+        for peer, _prev, ph, pcompact in await self._peer_hashes(rev):
+            if pcompact == compact and ph != h:
+                raise StorageCorruption(
+                    f"found data inconsistency with peers: {self.member_id:x} has hash "
+                    f"{h} at revision {rev}, member {peer:x} has {ph}")
+        log.info("%x succeeded on initial corruption checking: no corruption", self.member_id)
+
+    async def _corrupt_check_loop(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(self.cfg.experimental_corrupt_check_time)
+            if self.core.state == LEADER:
+                try:
+                    await self.check_hashes()
+                except Exception as exc:   # no quorum, stopping: the next pass tries again
+                    log.warning("corruption check failed: %r", exc)
+
+    async def check_hashes(self) -> list[int]:
+        """etcd's leader-side checkHashKV: a follower ahead of the leader, compacted
+        past it, or with another hash at the same revision and compact revision gets
+        the CORRUPT alarm. Returns the members alarmed."""
+        h, compact = self.store.hash_kv(0)
+        rev = self.store.rev
+        bad = []
+        for peer, prev, ph, pcompact in await self._peer_hashes(rev):
+            if prev > self.store.rev or pcompact > self.store.compact_rev or \
+                    (pcompact == compact and ph != h):
+                log.error("member %x has a different state than the leader %x at revision "
+                          "%d (hash %d, compact revision %d; the leader's %d, %d): raising "
+                          "the CORRUPT alarm", peer, self.member_id, rev, ph, pcompact, h,
+                          compact)
+                bad.append(peer)
+        for peer in bad:
+            await self._propose(requests.ALARM, {"action": 1, "memberID": peer,
+                                                 "alarm": ALARM_CORRUPT})
+        return bad
+
+    async def _auto_compact(self, rev: int) -> None:
+        await self.compact({"revision": rev})
+
+    async def _rpc_probe(self, _payload=None) -> None:
+        return None
+
+    async def _probe_peers(self) -> None:
+        """etcd's rafthttp prober: a round trip to every peer every few seconds, into
+        etcd_network_peer_round_trip_time_seconds (a peer that does not answer: none)."""
+        await asyncio.sleep(PEER_PROBE_SECONDS / 4)
+        while not self.stopping:
+            for peer in list(self.transport.peers):
+                started = time.perf_counter()
+                try:
+                    await self.transport.call(peer, "probe", None, timeout=PEER_PROBE_SECONDS)
+                except Exception as exc:   # unreachable, stopping, an older member: no sample
+                    log.debug("probing member %x: %r", peer, exc)
+                    continue
+                self.metrics.observe_peer_rtt(peer, time.perf_counter() - started)
+            await asyncio.sleep(PEER_PROBE_SECONDS)
 
     async def _expire_leases(self) -> None:
         """The leader revokes expired leases through the log, like every other change,
@@ -1330,9 +1495,18 @@ class Server:
         return resp   # no header: etcd's applier leaves AlarmResponse.header unset
 
     async def defragment(self, req: dict | None = None, creds=None) -> dict:
-        """Nothing on disk to defragment: state lives in memory, snapshots and the WAL
-        are rewritten whole. etcd 3.4 answers an empty DefragmentResponse (no header)."""
+        """etcd's Defragment, for fastkv's files: the state as it is now (compacted
+        history gone) is written as a new snapshot, and the WAL segments and older
+        snapshots it covers are released, so the on-disk size (db_size, what the quota
+        counts) shrinks to the live state. etcd 3.4 answers an empty DefragmentResponse."""
         await self._check_admin(creds, raw=True)
+        while self._snapshotting:
+            await asyncio.sleep(0.01)
+        task = self._snapshot_now()
+        if task is not None:
+            await asyncio.shield(task)
+        await asyncio.to_thread(self.snapshotter.prune, 1)
+        self._snapshot_size = None
         return {}
 
     async def hash(self, req: dict | None = None, creds=None) -> dict:
@@ -1477,6 +1651,10 @@ class Server:
         if new.fsync_delay != old.fsync_delay:
             log.warning("fault file: every fsync takes %g s longer", new.fsync_delay)
             self.wal.fsync_delay = self.snapshotter.fsync_delay = new.fsync_delay
+        if new.corrupt_values != old.corrupt_values:
+            log.warning("fault file: values of applied puts are %s", "damaged" if
+                        new.corrupt_values else "kept intact again")
+            self.applier.corrupt_values = new.corrupt_values
         if new.clock_offset != old.clock_offset:
             log.warning("fault file: the clock jumps %+g s (now %+g s off)",
                         new.clock_offset - old.clock_offset, new.clock_offset)
@@ -1512,17 +1690,52 @@ class Server:
 
     def db_size(self) -> int:
         """Bytes of state on disk: the newest snapshot plus the WAL written since."""
-        files = self.snapshotter.files()
-        snap = os.path.getsize(files[-1][2]) if files else 0
+        snap = self._snapshot_size
+        if snap is None:
+            files = self.snapshotter.files()
+            snap = self._snapshot_size = os.path.getsize(files[-1][2]) if files else 0
         return snap + self.wal.bytes_since_snapshot
+
+    async def _no_space(self) -> None:
+        """etcd's quotaKVServer, for a write that would take the on-disk state past
+        --quota-backend-bytes (db_size() + the write's cost > quota_bytes(), checked
+        by each write): raise the NOSPACE alarm for this member (through the log, so
+        every member refuses writes that add data) and fail with "database space
+        exceeded". Compact, defragment and disarm the alarm to write again."""
+        if not self.alarms.has(ALARM_NOSPACE):
+            log.warning("the state (%d bytes on disk) would exceed the quota of %d bytes: "
+                        "raising the NOSPACE alarm", self.db_size(), self.quota_bytes())
+            await self._propose(requests.ALARM, {"action": 1, "memberID": self.member_id,
+                                                 "alarm": ALARM_NOSPACE})
+        raise ErrNoSpace()
+
+    def quota_bytes(self) -> int:
+        """--quota-backend-bytes, etcd's default (2 GiB) for 0."""
+        return self.cfg.quota_backend_bytes or DEFAULT_QUOTA_BYTES
+
+    def watch_stream_count(self) -> int:
+        return self.hub.streams
 
     def version_info(self) -> dict:
         return {"etcdserver": ETCD_SERVER_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION}
 
     async def health(self) -> tuple[bool, str]:
-        """etcd 3.4: unhealthy without a leader, or when a quorum read does not finish."""
+        """etcd 3.4's /health: unhealthy with any alarm active (NOSPACE, CORRUPT),
+        without a leader, or when a quorum read does not finish."""
+        ok, reason = await self._health()
+        if ok:
+            self.metrics.health_success += 1
+        else:
+            self.metrics.health_failures += 1
+        return ok, reason
+
+    async def _health(self) -> tuple[bool, str]:
         if self.fatal:
             return False, f"member failed: {self.fatal!r}"
+        alarms = self.alarms.get()
+        if alarms:
+            return False, "ALARM " + ",".join(sorted({ALARM_NAMES.get(a["alarm"], "?")
+                                                      for a in alarms}))
         if self.core.lead == 0:
             return False, "RAFT NO LEADER"
         try:

@@ -264,13 +264,17 @@ class _Abort(Exception):
 
 
 class Method:
-    __slots__ = ("handler", "request_class", "client_streaming", "server_streaming")
+    __slots__ = ("handler", "request_class", "client_streaming", "server_streaming",
+                 "started", "handled")
 
     def __init__(self, handler, request_class, client_streaming, server_streaming):
         self.handler = handler
         self.request_class = request_class
         self.client_streaming = client_streaming
         self.server_streaming = server_streaming
+        # calls started, and ended per status code (fastkv/metrics.py: grpc_server_*)
+        self.started = 0
+        self.handled = [0] * 17
 
 
 class RequestStream:
@@ -548,6 +552,8 @@ class GrpcConnection:
         if st.timer is not None:
             st.timer.cancel()
             st.timer = None
+        if st.method is not None and 0 <= code < 17:
+            st.method.handled[code] += 1
         trailers = OK_TRAILERS if code == 0 else status_trailers(code, message)
         if not st.headers_sent:          # trailers-only answer
             st.headers_sent = True
@@ -816,6 +822,7 @@ class GrpcConnection:
                         f"\"{encoding.decode('latin-1')}\"")
             return
         st.method = method
+        method.started += 1
         ctx = CallContext(st, tuple(metadata))
         if timeout is not None:
             st.timer = self.loop.call_later(timeout, self._expired, st)

@@ -61,6 +61,7 @@ _KIND_HEADERS = {
     gw.K_VERSION: (_CORS + _JSON, b""),
     gw.K_EMPTY: (_CORS, b""),
     gw.K_TEXT_BARE: (_TEXT + _NOSNIFF, b""),
+    gw.K_METRICS: (_CORS + b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", b""),
 }
 _STREAM_HEADERS = _CORS + _JSON + _GRPC_MD
 _RPC_TRAILER = b"0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n"
@@ -285,9 +286,10 @@ class StreamContext:
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, server, loop):
+    def __init__(self, server, loop, resolve=None):
         self.server = server
         self.loop = loop
+        self.resolve = resolve or gw.resolve   # (method, path) -> route
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.url = b""
@@ -448,7 +450,7 @@ class HttpProtocol(asyncio.Protocol):
         q = url.find(b"?")
         path = (url if q < 0 else url[:q]).decode("latin-1")
         method = self.parser.get_method()
-        req = _Request(method, gw.resolve(method, path), self.parser.should_keep_alive(), url,
+        req = _Request(method, self.resolve(method, path), self.parser.should_keep_alive(), url,
                        self.peer_cn)
         req.ctype = self.ctype
         req.authorization = self.authorization
@@ -651,16 +653,17 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def start_http_server(server, host: str, port: int, *, sock=None, ssl=None, check=None,
-                            plain_too: bool = False) -> asyncio.AbstractServer:
+                            plain_too: bool = False, resolve=None) -> asyncio.AbstractServer:
     """Serve etcd's HTTP API for `server` (a fastkv.server.Server) on host:port or `sock`.
 
     With `ssl` (an SSLContext from fastkv.tlsconfig) the port speaks TLS (fastkv.tlsserver:
     refused handshakes logged, `check` run after the handshake; `plain_too` also serves
-    plaintext on the same port, for an address listed as both http:// and https://)."""
+    plaintext on the same port, for an address listed as both http:// and https://).
+    `resolve` routes the requests (default: every client route, v3_gateway.resolve)."""
     loop = asyncio.get_running_loop()
 
     def factory():
-        return HttpProtocol(server, loop)
+        return HttpProtocol(server, loop, resolve)
 
     if ssl is not None:
         from fastkv.tlsserver import start_tls_server

@@ -65,6 +65,7 @@ K_HEALTH = 5        # /health: body written without a Content-Type (Go sniffs te
 K_VERSION = 6       # /version: application/json
 K_EMPTY = 7         # OPTIONS: CORS headers, empty body
 K_TEXT_BARE = 8     # Go's http.Error before etcd's access controller adds its CORS headers
+K_METRICS = 9       # /metrics: Prometheus' text format
 
 # etcd's accessController: while auth is enabled under --client-cert-auth, a /v3/ request
 # over a client certificate with a Common Name is refused (its gateway would not use it).
@@ -1069,7 +1070,29 @@ GATEWAY_ROUTES = {
     "/v3/election/observe": (_server_stream(LEADER_REQ, observe, enc_leader), True),
     "/v3/election/resign": (_unary(RESIGN_REQ, resign, enc_header_only, auth=True), False),
 }
-GET_ROUTES = {"/health": health_handler, "/version": version_handler}
+async def metrics_handler(server, body: bytes, hreq=None):
+    from fastkv import metrics
+    return 200, K_METRICS, metrics.render(server)
+
+
+GET_ROUTES = {"/health": health_handler, "/version": version_handler,
+              "/metrics": metrics_handler}
+METRICS_ROUTES = {"/health": health_handler, "/metrics": metrics_handler}
+
+
+def _get_route(routes: dict, method: bytes, path: str):
+    """A GET-only route of `routes`, or Go's 404/405 answer."""
+    h = routes.get(path)
+    if h is None:
+        return 404, K_TEXT, _GO_TEXT_404
+    if method != b"GET":
+        return 405, K_TEXT_ALLOW_GET, _GO_TEXT_405
+    return h, False
+
+
+def resolve_metrics(method: bytes, path: str):
+    """The routes of a --listen-metrics-urls listener: /metrics and /health (etcd's)."""
+    return _get_route(METRICS_ROUTES, method, path)
 
 
 def _v2_resolve():
@@ -1100,9 +1123,4 @@ def resolve(method: bytes, path: str):
         h = _v2_resolve()(path)
         if h is not None:
             return h, None
-    h = GET_ROUTES.get(path)
-    if h is None:
-        return 404, K_TEXT, _GO_TEXT_404
-    if method != b"GET":
-        return 405, K_TEXT_ALLOW_GET, _GO_TEXT_405
-    return h, False
+    return _get_route(GET_ROUTES, method, path)

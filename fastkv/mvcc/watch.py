@@ -145,6 +145,7 @@ class WatchHub:
         self._unsynced: set = set()
         self._sync_scheduled = False
         self.notified_rev = store.rev  # the last revision notify() has seen
+        self.streams = 0  # WatchStreams open on this hub (etcd_debugging_mvcc_watch_stream_total)
 
     # ------------------------------------------------------------ membership
 
@@ -501,6 +502,7 @@ class WatchStream:
                  progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         self.hub = hub
+        hub.streams += 1
         self.header_fn = header_fn or hub.header_fn
         self._hub_headers = header_fn is None or header_fn == hub.header_fn
         self.progress_interval = progress_interval
@@ -862,6 +864,7 @@ class WatchStream:
         """Cancel every watch of the stream and end :meth:`responses`."""
         if self._closed:
             return
+        self.hub.streams -= 1
         for w in self._watchers.values():
             self.hub.remove(w)
         self._watchers.clear()

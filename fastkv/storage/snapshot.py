@@ -164,9 +164,15 @@ class Snapshotter:
                 slow_disk(self.fsync_delay)
         os.rename(tmp, path)
         fsync_dir(self.dir)
-        for _t, _i, old in self.files()[:-KEEP]:
-            os.unlink(old)
+        self.prune(KEEP)
         return size
+
+    def prune(self, keep: int) -> int:
+        """Delete all but the newest `keep` snapshot files; returns how many went."""
+        old = self.files()[:-keep] if keep > 0 else self.files()
+        for _t, _i, path in old:
+            os.unlink(path)
+        return len(old)
 
     def path_for(self, index: int) -> str | None:
         """The file of the snapshot at exactly this index (the newest term), or None."""

@@ -31,6 +31,8 @@ import marshal
 import os
 import struct
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastkv.errors import StorageCorruption
@@ -130,6 +132,8 @@ class WAL:
         self.bytes_since_snapshot = 0   # record bytes after the newest snapshot marker
         self.fsyncs = 0
         self.unsynced_batches = 0   # commit-only hard states written without an fsync
+        # called with the seconds of each batch's write and fsync (the member's metrics)
+        self.observe_fsync: Callable[[float], None] | None = None
         self.failed: BaseException | None = None  # a write or fsync error: no more writes
         self.fsync_delay = 0.0      # testing only (fastkv/faults.py): a slow disk
         self._read_only = False     # replaying for a tool: repair nothing
@@ -398,9 +402,12 @@ class WAL:
                     _preallocate(self._fd, self._offset + len(buf))
             _pwrite_all(self._fd, buf, self._offset)
             if sync:
+                started = time.perf_counter()
                 os.fdatasync(self._fd)
                 if self.fsync_delay:
                     slow_disk(self.fsync_delay)
+                if self.observe_fsync is not None:
+                    self.observe_fsync(time.perf_counter() - started)
         except BaseException as exc:
             self.failed = exc
             raise
@@ -467,11 +474,14 @@ class WAL:
                 return
             if self._writer is None:
                 self._writer = _DurableWriter(asyncio.get_running_loop())
+            started = time.perf_counter()
             try:
                 await self._writer.write(self._fd, buf, self._offset)
             except BaseException as exc:   # also a cancelled wait: the write's fate is unknown
                 self.failed = exc
                 raise
+            if self.observe_fsync is not None:
+                self.observe_fsync(time.perf_counter() - started)
             if hardstate is not None:
                 self._hardstate = hardstate
             if entries:
