@@ -531,17 +531,16 @@ class V2Store:
 
     def _lookup(self, p: str) -> Node:
         """The node at clean path p, or KEY_NOT_FOUND / NOT_DIR as etcd's internalGet."""
-        n = self.root
-        if p == "/":
+        n = self._find(p)
+        if n is not None:
             return n
+        n = self.root   # missing: etcd's error names the first name that is not there
         for name in p[1:].split("/"):
-            if not n.is_dir:
-                raise V2Error(errors.NOT_DIR, n.path, self.index)
             child = n.children.get(name)
             if child is None:
                 raise V2Error(errors.KEY_NOT_FOUND, _join(n.path, name), self.index)
             n = child
-        return n
+        raise AssertionError(f"_find and _lookup disagree on {p!r}")   # unreachable
 
     def _find(self, p: str) -> Node | None:
         """_lookup, with None for a missing key instead of an error (a new key is the
