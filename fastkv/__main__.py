@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from fastkv import config, logsetup
+from fastkv import config, discovery, logsetup
 from fastkv.errors import ErrStopped, StorageCorruption
 from fastkv.tlsconfig import TLSConfigError
 
@@ -34,7 +34,10 @@ def freeze_loaded_state() -> None:
     gc.freeze()
 
 
-async def _serve(cfg: config.Config) -> int:
+async def _serve(cfg: config.Config, proxy_peer_urls: list[str] | None = None) -> int:
+    if proxy_peer_urls is not None:   # a v2 proxy, not a member (fastkv/proxy.py)
+        from fastkv.proxy import run_proxy
+        return await run_proxy(cfg, proxy_peer_urls)
     from fastkv.server import Server
     server = Server(cfg)
     loop = asyncio.get_running_loop()
@@ -68,7 +71,11 @@ async def _serve(cfg: config.Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config.parse_or_exit(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gateway"]:   # `fastkv gateway start --endpoints=...` (fastkv/gateway.py)
+        from fastkv.gateway import main as gateway_main
+        return gateway_main(argv[1:])
+    cfg = config.parse_or_exit(argv)
     try:
         logsetup.configure(cfg.log_level, cfg.logger, cfg.log_outputs)
     except OSError as exc:   # a --log-outputs file that cannot be opened
@@ -81,7 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # uvloop is a dependency; plain asyncio still works without it
         pass
     try:
-        return asyncio.run(_serve(cfg))
+        # before the member starts: bootstrap by discovery, or find the cluster to proxy
+        proxy_peer_urls = discovery.prepare(cfg)
+    except discovery.DiscoveryError as exc:
+        print(f"fastkv: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:   # stopped while waiting for the discovery service
+        return 130
+    try:
+        return asyncio.run(_serve(cfg, proxy_peer_urls))
     except StorageCorruption as exc:
         print(f"fastkv: refusing to start: {exc}", file=sys.stderr)
         return 1

@@ -62,6 +62,14 @@ def _cluster_state(text: str) -> str:
     return text
 
 
+def _choice(*choices: str):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+    return parse
+
+
 def _grpc_transport(text: str) -> str:
     if text not in ("native", "grpcio"):
         raise ValueError(text)
@@ -166,6 +174,28 @@ FLAGS = [
          "Initial cluster state ('new' or 'existing')."),
     Flag("initial-cluster-token", str, "etcd-cluster",
          "Initial cluster token for the cluster during bootstrap."),
+    # bootstrap by discovery (fastkv/discovery.py): one of these or --initial-cluster
+    Flag("discovery", str, "", "Discovery URL used to bootstrap the cluster."),
+    Flag("discovery-fallback", _choice("exit", "proxy"), "proxy",
+         "Expected behavior ('exit' or 'proxy') when discovery services fails. \"proxy\" "
+         "supports v2 API only."),
+    Flag("discovery-proxy", str, "", "HTTP proxy to use for traffic to discovery service."),
+    Flag("discovery-srv", str, "", "DNS domain used to bootstrap initial cluster."),
+    Flag("discovery-srv-name", str, "",
+         "Service name to query when using DNS discovery."),
+    # the v2 proxy (fastkv/proxy.py): forwards client requests, does not join
+    Flag("proxy", _choice("off", "readonly", "on"), "off",
+         "Proxy mode setting ('off', 'readonly' or 'on')."),
+    Flag("proxy-failure-wait", _positive_int, 5000,
+         "Time (in milliseconds) an endpoint will be held in a failed state."),
+    Flag("proxy-refresh-interval", _positive_int, 30000,
+         "Time (in milliseconds) of the endpoints refresh interval."),
+    Flag("proxy-dial-timeout", _positive_int, 1000,
+         "Time (in milliseconds) for a dial to timeout."),
+    Flag("proxy-write-timeout", _positive_int, 5000,
+         "Time (in milliseconds) for a write to timeout."),
+    Flag("proxy-read-timeout", _positive_int, 0,
+         "Time (in milliseconds) for a read to timeout."),
     Flag("snapshot-count", _positive_int, 100000,
          "Number of committed transactions to trigger a snapshot to disk."),
     Flag("heartbeat-interval", _positive_int, 100,
@@ -273,6 +303,17 @@ class Config:
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "etcd-cluster"
     initial_cluster_token_given: bool = False
+    discovery: str = ""
+    discovery_fallback: str = "proxy"
+    discovery_proxy: str = ""
+    discovery_srv: str = ""
+    discovery_srv_name: str = ""
+    proxy: str = "off"
+    proxy_failure_wait: int = 5000          # milliseconds, as etcd's
+    proxy_refresh_interval: int = 30000
+    proxy_dial_timeout: int = 1000
+    proxy_write_timeout: int = 5000
+    proxy_read_timeout: int = 0
     strict_reconfig_check: bool = True
     force_new_cluster: bool = False
     experimental_snapshot_catchup_entries: int = 5000
@@ -444,15 +485,39 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
                           ) from None
     if not cfg.data_dir:
         cfg.data_dir = f"{cfg.name}.fastkv"
+    # etcd: discovery replaces the default --initial-cluster; more than one way to
+    # bootstrap is refused
+    if (cfg.discovery or cfg.discovery_srv) and "initial-cluster" not in given:
+        cfg.initial_cluster = {}
+    if sum(map(bool, (cfg.discovery, cfg.initial_cluster, cfg.discovery_srv))) > 1:
+        raise ConfigError(ERR_CONFLICT_BOOTSTRAP)
+    if cfg.proxy == "off" and not (cfg.discovery or cfg.discovery_srv):
+        check_local_member(cfg)
+    cfg.initial_cluster_token_given = "initial-cluster-token" in given
+    if cfg.max_txn_ops < 1:
+        raise ConfigError(f'invalid value "{cfg.max_txn_ops}" for flag -max-txn-ops')
+    if cfg.election_timeout < 5 * cfg.heartbeat_interval:
+        raise ConfigError(f"--election-timeout[{cfg.election_timeout}ms] should be at least as "
+                          f"5 times as --heartbeat-interval[{cfg.heartbeat_interval}ms]")
+    return cfg
+
+
+ERR_CONFLICT_BOOTSTRAP = ('multiple discovery or bootstrap flags are set. Choose one of '
+                          '"initial-cluster", "discovery" or "discovery-srv"')
+
+
+def check_local_member(cfg: Config, same_urls: bool = True) -> None:
+    """The initial cluster names this member with its advertised peer URLs, and no URL
+    twice (also for a cluster found by discovery). same_urls=False: this member's URLs
+    may be spelled differently (DNS SRV targets, matched by address)."""
     if cfg.name not in cfg.initial_cluster:
         raise ConfigError(f"couldn't find local name \"{cfg.name}\" in the initial cluster "
                           f"configuration")
-    if sorted(cfg.initial_cluster[cfg.name]) != sorted(cfg.initial_advertise_peer_urls):
+    if same_urls and sorted(cfg.initial_cluster[cfg.name]) != sorted(cfg.initial_advertise_peer_urls):
         raise ConfigError(
             f"--initial-cluster has {cfg.name}={','.join(cfg.initial_cluster[cfg.name])} but "
             f"missing from --initial-advertise-peer-urls="
             f"{','.join(cfg.initial_advertise_peer_urls)}")
-    cfg.initial_cluster_token_given = "initial-cluster-token" in given
     seen: dict[str, str] = {}
     for name, urls in cfg.initial_cluster.items():
         for u in urls:
@@ -460,12 +525,6 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
                 raise ConfigError(f"--initial-cluster has duplicate url {u} "
                                   f"({seen[u]} and {name})")
             seen[u] = name
-    if cfg.max_txn_ops < 1:
-        raise ConfigError(f'invalid value "{cfg.max_txn_ops}" for flag -max-txn-ops')
-    if cfg.election_timeout < 5 * cfg.heartbeat_interval:
-        raise ConfigError(f"--election-timeout[{cfg.election_timeout}ms] should be at least as "
-                          f"5 times as --heartbeat-interval[{cfg.heartbeat_interval}ms]")
-    return cfg
 
 
 def parse_or_exit(argv: list[str]) -> Config:

@@ -129,16 +129,9 @@ class HTTPResponse:
 
 
 def nameserver() -> str:
-    """The first nameserver of /etc/resolv.conf (Go's resolver names it in its errors)."""
-    try:
-        with open("/etc/resolv.conf") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    return parts[1]
-    except OSError:
-        pass
-    return "127.0.0.1"
+    """The nameserver as Go's resolver names it in its errors ("127.0.0.1:53")."""
+    from fastkv.dnssrv import nameserver_text
+    return nameserver_text()
 
 
 def errno_text(e: OSError) -> str:
@@ -304,7 +297,7 @@ class Transport:
             try:
                 infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
             except socket.gaierror:
-                raise ConnectionFailure(f"dial tcp: lookup {host} on {nameserver()}:53: no such host") \
+                raise ConnectionFailure(f"dial tcp: lookup {host} on {nameserver()}: no such host") \
                     from None
             family, _, _, _, sockaddr = infos[0]
             addr = f"[{sockaddr[0]}]:{sockaddr[1]}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{sockaddr[1]}"

@@ -85,8 +85,11 @@ def _domain_discovery_value(c: CliContext) -> list[str]:
     domain, insecure, service = _discovery_domain(c)
     if not domain:
         return []
-    from fastkv.cli.v2 import srv
-    eps = srv.discover(domain, service)
+    from fastkv import dnssrv
+    try:
+        eps = dnssrv.discover(domain, service)
+    except dnssrv.SRVLookupError as exc:
+        raise ClientError(str(exc)) from None
     if insecure:
         return eps
     kept = []

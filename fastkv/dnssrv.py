@@ -1,11 +1,15 @@
-"""DNS SRV discovery of client endpoints (``--discovery-srv``), as etcd's pkg/srv does it.
+"""DNS SRV lookups for ``--discovery-srv``, as etcd's pkg/srv does them.
 
-``_etcd-client-ssl._tcp.<domain>`` gives https endpoints and
-``_etcd-client._tcp.<domain>`` http ones (``-<name>`` appended to the service
-with ETCDCTL_DISCOVERY_SRV_NAME); it is an error only when both lookups fail.
-The standard library has no SRV lookup, so this is a minimal DNS client: one
-UDP query to the first nameserver of /etc/resolv.conf, errors worded as Go's
-resolver words them.
+Clients (etcdctl v2, ``fastkv gateway``): ``_etcd-client-ssl._tcp.<domain>`` gives
+https endpoints and ``_etcd-client._tcp.<domain>`` http ones (``-<name>`` appended to
+the service with ``--discovery-srv-name``); it is an error only when both lookups
+fail. Members bootstrapping use ``_etcd-server(-ssl)._tcp`` (fastkv/discovery.py).
+
+The standard library has no SRV lookup, so this is a minimal DNS client: one UDP
+query to the first nameserver of /etc/resolv.conf, errors worded as Go's resolver
+words them. ``FASTKV_NAMESERVER=host[:port]`` names another server (fastkv's own:
+tests run a DNS server on a loopback port; an operator may point at a cluster DNS).
+Target host names are resolved by the system resolver, as Go resolves them.
 """
 from __future__ import annotations
 
@@ -13,11 +17,39 @@ import random
 import socket
 import struct
 
-from fastkv.cli.v2.client import ClientError, nameserver
+import os
 
 
 class SRVLookupError(Exception):
     pass
+
+
+def nameserver() -> tuple[str, int]:
+    """(host, port): FASTKV_NAMESERVER, else the first nameserver of /etc/resolv.conf."""
+    given = os.environ.get("FASTKV_NAMESERVER", "").strip()
+    if given:
+        if given.startswith("["):
+            host, _, rest = given[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else 53
+        if given.count(":") == 1:
+            host, port = given.split(":")
+            return host, int(port)
+        return given, 53
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    return parts[1], 53
+    except OSError:
+        pass
+    return "127.0.0.1", 53
+
+
+def nameserver_text() -> str:
+    """The nameserver as Go's resolver names it in its errors (host:port)."""
+    host, port = nameserver()
+    return f"{_join_host_port(host, port)}"
 
 
 def _encode_name(name: str) -> bytes:
@@ -53,27 +85,28 @@ def _read_name(msg: bytes, pos: int) -> tuple[str, int]:
 def lookup_srv(service: str, proto: str, domain: str, timeout: float = 5.0) -> list[tuple[int, int, int, str]]:
     """net.LookupSRV: (priority, weight, port, target) sorted by priority."""
     name = f"_{service}._{proto}.{domain}"
-    server = nameserver()
+    server, port = nameserver()
+    where = _join_host_port(server, port)
     qid = random.randrange(1 << 16)
     query = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _encode_name(name) + struct.pack(">HH", 33, 1)
     with socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
-            s.sendto(query, (server, 53))
+            s.sendto(query, (server, port))
             while True:
                 msg, _ = s.recvfrom(65535)
                 if len(msg) >= 12 and struct.unpack(">H", msg[:2])[0] == qid:
                     break
         except socket.timeout:
-            raise SRVLookupError(f"lookup {name} on {server}:53: i/o timeout") from None
+            raise SRVLookupError(f"lookup {name} on {where}: i/o timeout") from None
         except OSError as e:
-            raise SRVLookupError(f"lookup {name} on {server}:53: {e.strerror or e}") from None
+            raise SRVLookupError(f"lookup {name} on {where}: {e.strerror or e}") from None
     _, flags, qd, an, _, _ = struct.unpack(">HHHHHH", msg[:12])
     rcode = flags & 0xF
     if rcode == 3:
-        raise SRVLookupError(f"lookup {name} on {server}:53: no such host")
+        raise SRVLookupError(f"lookup {name} on {where}: no such host")
     if rcode != 0:
-        raise SRVLookupError(f"lookup {name} on {server}:53: server misbehaving")
+        raise SRVLookupError(f"lookup {name} on {where}: server misbehaving")
     pos = 12
     for _ in range(qd):
         _, pos = _read_name(msg, pos)
@@ -89,7 +122,7 @@ def lookup_srv(service: str, proto: str, domain: str, timeout: float = 5.0) -> l
             records.append((prio, weight, port, target))
         pos += rdlen
     if not records:
-        raise SRVLookupError(f"lookup {name} on {server}:53: no such host")
+        raise SRVLookupError(f"lookup {name} on {where}: no such host")
     records.sort(key=lambda r: (r[0], -r[1]))
     return records
 
@@ -105,7 +138,8 @@ def _join_host_port(host: str, port: int) -> str:
 
 
 def discover(domain: str, service_name: str) -> list[str]:
-    """client.NewSRVDiscover().Discover(domain, serviceName)."""
+    """client.NewSRVDiscover().Discover(domain, serviceName): the client URLs (https
+    first). Raises SRVLookupError when both lookups fail."""
     endpoints: list[str] = []
     errors = []
     for scheme in ("https", "http"):
@@ -116,5 +150,5 @@ def discover(domain: str, service_name: str) -> list[str]:
         except SRVLookupError as e:
             errors.append(str(e))
     if errors[0] is not None and errors[1] is not None:
-        raise ClientError(f"dns lookup errors: {errors[0]} and {errors[1]}")
+        raise SRVLookupError(f"dns lookup errors: {errors[0]} and {errors[1]}")
     return endpoints
