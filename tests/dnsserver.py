@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 
 from dnslib import QTYPE, RCODE, RR, SRV, A
@@ -22,7 +21,9 @@ class Zone(BaseResolver):
         self.address = ""
 
     def srv(self, name: str, target: str, port: int, priority: int = 0, weight: int = 0,
-            ttl: int = 60) -> None:
+            ttl: int = 0) -> None:
+        if not name.endswith("."):
+            name += "."
         with self.lock:
             self.records.append(RR(name, QTYPE.SRV, ttl=ttl, rdata=SRV(
                 priority=priority, weight=weight, port=port, target=target)))
@@ -48,26 +49,11 @@ class Zone(BaseResolver):
         return reply
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def dns_server():
     zone = Zone()
-    server = None
-    for _ in range(20):   # another process may take the port between probe and bind
-        try:
-            port = _free_udp_port()
-            server = DNSServer(zone, port=port, address="127.0.0.1",
-                               logger=DNSLogger("-request,-reply,-truncated,-data,-recv,-send"))
-            break
-        except OSError:
-            continue
-    assert server is not None, "no free UDP port for the DNS server"
-    zone.address = f"127.0.0.1:{port}"
+    server = DNSServer(zone, port=0, address="127.0.0.1", logger=DNSLogger(logf=lambda *_: None))
+    zone.address = f"127.0.0.1:{server.server.server_address[1]}"
     server.start_thread()
     try:
         yield zone

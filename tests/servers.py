@@ -245,6 +245,16 @@ class Cluster:
                 pass
 
 
+@contextlib.contextmanager
+def running_cluster(kind=None, size: int = 3, extra_args=()):
+    """A started Cluster, every member stopped on exit (also on failure)."""
+    c = Cluster(kind, size, extra_args=extra_args)
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
 # ---- Client libraries driven from a child interpreter ---------------------------------------
 #
 # Python etcd clients (etcd3, aetcd) ship their own generated etcd protobuf modules. They

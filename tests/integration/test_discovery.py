@@ -18,8 +18,8 @@ import urllib.parse
 import pytest
 import requests
 
-from tests.dnsserver import dns_server
-from tests.servers import REPO, EtcdProcess, FastkvProcess, free_port
+from dnsserver import dns_server
+from servers import REPO, EtcdProcess, FastkvProcess, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
