@@ -88,7 +88,12 @@ def prepare(cfg: Config, sleep=time.sleep) -> list[str] | None:
     ``cfg.initial_cluster`` filled in by discovery when that was asked for), or the
     cluster's peer URLs to run a v2 proxy for (``--proxy on|readonly``, or a member
     that found its discovery cluster full with ``--discovery-fallback proxy``)."""
+    kept = _kept_role(cfg)
+    if kept == "member":
+        return None
     if cfg.proxy != "off":
+        if kept == "proxy":
+            return []   # fastkv/proxy.py reads the peer URLs the proxy kept
         if cfg.discovery:
             return _peer_urls(get_cluster(cfg.discovery, cfg.discovery_proxy, sleep=sleep))
         if cfg.discovery_srv:
@@ -96,9 +101,8 @@ def prepare(cfg: Config, sleep=time.sleep) -> list[str] | None:
         return [u for urls in cfg.initial_cluster.values() for u in urls]
     if not (cfg.discovery or cfg.discovery_srv):
         return None
-    if os.path.exists(os.path.join(cfg.data_dir, "member", "wal")) \
-            or cfg.initial_cluster_state != "new":
-        return None   # a restart (or a join): the WAL knows the cluster
+    if cfg.initial_cluster_state != "new":
+        return None   # a join: the cluster tells the member who it is
     if cfg.discovery:
         mine = ",".join(f"{cfg.name}={u}" for u in sorted(cfg.initial_advertise_peer_urls))
         mid = member_id(cfg.initial_advertise_peer_urls, cfg.discovery)
@@ -122,6 +126,35 @@ def prepare(cfg: Config, sleep=time.sleep) -> list[str] | None:
              len(cfg.initial_cluster),
              ",".join(f"{n}={u}" for n, us in sorted(cfg.initial_cluster.items()) for u in us))
     return None
+
+
+def _kept_role(cfg: Config) -> str | None:
+    """etcd's identifyDataDirOrDie: a data directory that holds a member's data starts a
+    member, one that holds a proxy's starts a proxy, whatever --proxy says (a proxy
+    without --proxy forwards everything, as ``on``); an empty one follows the flags.
+    Returns "member", "proxy" (with the cluster it kept) or None."""
+    if os.path.isdir(os.path.join(cfg.data_dir, "member")):
+        if cfg.proxy != "off":
+            log.warning("found a member's data in %s: ignoring --proxy %s", cfg.data_dir,
+                        cfg.proxy)
+            cfg.proxy = "off"
+        return "member"
+    if not os.path.isdir(os.path.join(cfg.data_dir, "proxy")):
+        return None
+    if cfg.proxy == "off":
+        log.warning("found a proxy's data in %s: starting as a proxy", cfg.data_dir)
+        cfg.proxy = "on"
+    from fastkv.proxy import read_cluster_file
+    try:
+        kept = read_cluster_file(cfg.data_dir)
+    except ValueError as exc:
+        raise DiscoveryError(str(exc)) from None
+    if kept is None:
+        return None
+    if cfg.discovery or cfg.discovery_srv:
+        log.warning("the proxy keeps its cluster in %s/proxy/cluster: ignoring discovery",
+                    cfg.data_dir)
+    return "proxy"
 
 
 def _parse_cluster(text: str) -> dict[str, list[str]]:

@@ -150,6 +150,14 @@ def test_three_members_bootstrap_by_discovery_and_a_fourth_finds_it_full(procs):
     assert late.proc.wait(timeout=30) == 1
     assert "discovery: cluster is full" in late.log()
     assert len(_members(members[0].url)) == 3
+    # by default (--discovery-fallback proxy) it becomes a proxy for the cluster instead:
+    # it forwards client requests and keeps the cluster in its data dir
+    proxy = BootFastkv(["--discovery", durl], name="d4")
+    procs.append(proxy)
+    proxy.start()
+    _put_get_across([proxy, members[0]])
+    assert len(_members(proxy.url)) == 3
+    assert os.path.exists(os.path.join(proxy.data_dir, "member", "proxy", "cluster"))
 
     # restarting a member ignores discovery (its WAL knows the cluster) even with the
     # discovery service gone
@@ -158,6 +166,10 @@ def test_three_members_bootstrap_by_discovery_and_a_fourth_finds_it_full(procs):
     members[1].launch()
     members[1].wait_healthy(30)
     _put_get_across([members[1], members[0], members[2]])
+    # and a proxy restarts as a proxy from the cluster it kept
+    proxy.stop()
+    proxy.start()
+    _put_get_across([proxy, members[2]])
 
 
 def test_discovery_errors_are_etcds_and_register_nothing(procs, tmp_path):
