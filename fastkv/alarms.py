@@ -22,6 +22,13 @@ def _member(member_id: int, alarm: int) -> dict:
     return m
 
 
+def alarm_text(member_id: int, alarm: int) -> str:
+    """An AlarmMember as etcd's String() gives it (protobuf compact text, as in
+    StatusResponse.errors): "memberID:1234 alarm:NOSPACE "."""
+    member = f"memberID:{member_id} " if member_id else ""
+    return f"{member}alarm:{ALARM_NAMES.get(alarm, alarm)} "
+
+
 class AlarmStore:
     def __init__(self) -> None:
         self.active: set[tuple[int, int]] = set()   # (alarm type, member id)
@@ -33,6 +40,10 @@ class AlarmStore:
         """Active alarms of a type (NONE: all), in a stable order."""
         return [_member(m, a) for a, m in sorted(self.active)
                 if alarm == ALARM_NONE or a == alarm]
+
+    def texts(self) -> list[str]:
+        """The active alarms as etcd lists them in StatusResponse.errors."""
+        return [alarm_text(m, a) for a, m in sorted(self.active)]
 
     def apply(self, action: int, member_id: int, alarm: int) -> dict:
         """An ACTIVATE or DEACTIVATE from the log; returns {"alarms": [what changed]}."""

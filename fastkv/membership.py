@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from fastkv.errors import (ErrMemberExist, ErrMemberNotFound, ErrMemberNotLearner,
                            ErrPeerURLExist, ErrTooManyLearners, EtcdError)
 
+from fastkv.identity import member_id
 from fastkv.raft.messages import (CONF_ADD_LEARNER_NODE, CONF_ADD_NODE, CONF_REMOVE_NODE,
-                                  CONF_UPDATE_NODE, ConfChange, ConfState)
+                                  CONF_UPDATE_NODE, ENTRY_CONF_CHANGE, ConfChange, ConfState)
+from fastkv.storage.wal import Entry
 
 MAX_LEARNERS = 1  # etcd 3.4's limit
 
@@ -211,3 +213,23 @@ class Membership:
             ms.members[m.id] = m
         ms.removed = set(state.get("removed", ()))
         return ms
+
+
+# ---- a new cluster's first entries ----------------------------------------------------------
+
+BOOTSTRAP_TERM = 1  # the term of a new cluster's first entries (etcd's StartNode)
+
+
+def initial_members(initial_cluster: dict, token: str) -> list[Member]:
+    """The members of a new cluster, by ID, as a fresh member bootstraps them (not yet
+    started: no name or client URLs until each publishes its own)."""
+    members = [Member(member_id(urls, token), "", list(urls))
+               for _name, urls in initial_cluster.items()]
+    return sorted(members, key=lambda m: m.id)
+
+
+def bootstrap_entries(members: list[Member]) -> list[Entry]:
+    """A new cluster's first log entries: one committed conf change per member."""
+    return [Entry(BOOTSTRAP_TERM, i + 1, ENTRY_CONF_CHANGE,
+                  ConfChange(CONF_ADD_NODE, m.id, encode_context(m)).encode())
+            for i, m in enumerate(members)]

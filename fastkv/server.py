@@ -42,7 +42,9 @@ from fastkv.errors import (ErrBadLeaderTransferee, ErrConfChangePending, ErrLeas
                            StorageCorruption, error_named)
 from fastkv.errors import ErrAuthFailed, ErrNoPasswordUser, ErrNoSpace
 from fastkv.identity import IdGenerator, cluster_id, member_id
-from fastkv.membership import ErrIDRemoved, Member, Membership, encode_context, new_member_id
+from fastkv.membership import (BOOTSTRAP_TERM, ErrIDRemoved, Member, Membership,
+                               bootstrap_entries, encode_context, initial_members,
+                               new_member_id)
 from fastkv.metrics import ServerMetrics
 from fastkv.mvcc import validation
 from fastkv.mvcc.lease import Lessor
@@ -253,17 +255,13 @@ class Server:
                 log.info("joining cluster %x as member %x", self.cluster_id, self.member_id)
             else:
                 token = cfg.initial_cluster_token
-                ids = {name: member_id(urls, token) for name, urls in cfg.initial_cluster.items()}
-                self.member_id = ids[cfg.name]
-                self.cluster_id = cluster_id(list(ids.values()))
+                members = initial_members(cfg.initial_cluster, token)
+                self.member_id = member_id(cfg.initial_cluster[cfg.name], token)
+                self.cluster_id = cluster_id([m.id for m in members])
                 # etcd's StartNode: the log begins with one committed conf change per
                 # initial member, at term 1, identical on every member.
-                entries = []
-                for i, (name, mid) in enumerate(sorted(ids.items(), key=lambda t: t[1])):
-                    m = Member(mid, "", list(cfg.initial_cluster[name]))
-                    cc = ConfChange(CONF_ADD_NODE, mid, encode_context(m))
-                    entries.append(Entry(1, i + 1, ENTRY_CONF_CHANGE, cc.encode()))
-                hardstate = HardState(1, 0, len(entries))
+                entries = bootstrap_entries(members)
+                hardstate = HardState(BOOTSTRAP_TERM, 0, len(entries))
                 log.info("starting member %x of new cluster %x (%d members)", self.member_id,
                          self.cluster_id, len(entries))
             meta = {"member_id": self.member_id, "cluster_id": self.cluster_id,
@@ -1297,7 +1295,7 @@ class Server:
                 ok = False
             if not ok:
                 raise ErrMemberBadURLs()
-        return [str(u) for u in urls]
+        return sorted(str(u) for u in urls)   # etcd's types.NewURLs sorts them
 
     def _connected_to_all_voters(self) -> bool:
         active = self._active_peers()
@@ -1337,8 +1335,8 @@ class Server:
     async def _add_here(self, req: dict) -> dict:
         urls = self._check_urls(req.get("peerURLs"))
         learner = bool(req.get("isLearner", False))
-        if self.cfg.strict_reconfig_check and not learner:
-            if not self.membership.ready_to_add_voter():
+        if self.cfg.strict_reconfig_check:   # etcd's mayAddMember
+            if not learner and not self.membership.ready_to_add_voter():
                 raise ErrMemberNotEnoughStarted()
             if not self._connected_to_all_voters():
                 raise ErrUnhealthy()
@@ -1476,7 +1474,8 @@ class Server:
         return {"header": self.header(), "version": ETCD_SERVER_VERSION, "dbSize": size,
                 "leader": self.core.lead, "raftIndex": self.core.commit,
                 "raftTerm": self.core.term, "raftAppliedIndex": self.applier.applied_index,
-                "dbSizeInUse": size, "isLearner": bool(me and me.is_learner)}
+                "dbSizeInUse": size, "isLearner": bool(me and me.is_learner),
+                **({"errors": errors} if (errors := self.alarms.texts()) else {})}
 
     async def alarm(self, req: dict, creds=None) -> dict:
         """etcd's Alarm: GET lists (a linearizable read), ACTIVATE/DEACTIVATE go

@@ -245,6 +245,18 @@ class Cluster:
                 pass
 
 
+def wait_until(fn, what: str, timeout: float = 30.0, interval: float = 0.2):
+    """Poll fn() until it returns something true (returned) or the deadline passes
+    (an AssertionError naming what was awaited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = fn()
+        if res or time.monotonic() > deadline:
+            assert res, f"timed out waiting for {what}"
+            return res
+        time.sleep(interval)
+
+
 @contextlib.contextmanager
 def running_cluster(kind=None, size: int = 3, extra_args=()):
     """A started Cluster, every member stopped on exit (also on failure)."""

@@ -73,9 +73,16 @@ def _json(ctx, resp: dict, *fields) -> None:
     ctx.stdout.write(_dump(out))
 
 
+def _json_wanted(ctx) -> bool:
+    """JSON or simple; etcdctl 3.4 prints the auth answers in no other format."""
+    if ctx.format not in ("json", "simple"):
+        ctx.display.unsupported()
+    return ctx.format == "json"
+
+
 def _done(ctx, resp: dict, simple: str) -> int:
     """Print a change's answer: etcdctl's sentence, or the response as JSON."""
-    if ctx.format == "json":
+    if _json_wanted(ctx):
         _json(ctx, resp)
     else:
         _out(ctx, simple + "\n")
@@ -182,7 +189,7 @@ def cmd_user_get(ctx, args: list[str], v: dict) -> int:
             _out(ctx, "\n")
             _print_role(ctx, role, _call(ctx, "/v3/auth/role/get", {"role": role}))
         return 0
-    if ctx.format == "json":
+    if _json_wanted(ctx):
         _json(ctx, resp, "roles")
     else:
         _out(ctx, f"User: {name}\nRoles:" + "".join(f" {r}" for r in roles) + "\n")
@@ -194,7 +201,7 @@ def cmd_user_list(ctx, args: list[str], v: dict) -> int:
     if args:
         raise m.Exit(m.EXIT_BAD_ARGS, "user list command requires no arguments")
     resp = _call(ctx, "/v3/auth/user/list", {})
-    if ctx.format == "json":
+    if _json_wanted(ctx):
         _json(ctx, resp, "users")
     else:
         _out(ctx, "".join(f"{u}\n" for u in resp.get("users") or []))
@@ -237,7 +244,7 @@ def _perm_type(p: dict) -> int:
 
 def _print_role(ctx, role: str, resp: dict) -> None:
     perms = resp.get("perm") or []
-    if ctx.format == "json":
+    if _json_wanted(ctx):
         out: dict = {}
         h = header_fields(resp.get("header"))
         if h:
@@ -301,7 +308,7 @@ def cmd_role_list(ctx, args: list[str], v: dict) -> int:
     if args:
         raise m.Exit(m.EXIT_BAD_ARGS, "role list command requires no arguments")
     resp = _call(ctx, "/v3/auth/role/list", {})
-    if ctx.format == "json":
+    if _json_wanted(ctx):
         _json(ctx, resp, "roles")
     else:
         _out(ctx, "".join(f"{r}\n" for r in resp.get("roles") or []))
@@ -360,7 +367,7 @@ def cmd_role_revoke_permission(ctx, args: list[str], v: dict) -> int:
     if end:
         body["range_end"] = m.b64e(end)
     resp = _call(ctx, "/v3/auth/role/revoke", body)
-    if ctx.format == "json":
+    if _json_wanted(ctx):
         _json(ctx, resp)
         return 0
     role, shown = args[0].encode("utf-8", "surrogateescape"), args[1].encode("utf-8",

@@ -17,7 +17,10 @@ import time
 
 from fastkv.cli import flags as fl
 from fastkv.cli.auth_commands import AUTH_COMMAND, ROLE_COMMAND, USER_COMMAND
+from fastkv.cli.cluster_commands import (ALARM_COMMAND, COMPACTION_COMMAND, DEFRAG_COMMAND,
+                                      ENDPOINT_COMMAND, MEMBER_COMMAND, MOVE_LEADER_COMMAND)
 from fastkv.cli.printer import FORMATS, KNOWN_FORMATS, new_printer
+from fastkv.cli.snapshot_commands import SNAPSHOT_COMMAND
 from fastkv.cli.transport import ClientError, GatewayClient, RPCError
 from fastkv.keyrange import prefix_end
 
@@ -472,6 +475,13 @@ ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM
     USER_COMMAND,
     ROLE_COMMAND,
     AUTH_COMMAND,
+    MEMBER_COMMAND,
+    ENDPOINT_COMMAND,
+    ALARM_COMMAND,
+    COMPACTION_COMMAND,
+    DEFRAG_COMMAND,
+    MOVE_LEADER_COMMAND,
+    SNAPSHOT_COMMAND,
 ])
 del F
 

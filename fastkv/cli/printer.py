@@ -59,15 +59,35 @@ def hex_escape(b: bytes) -> bytes:
 
 
 class Printer:
-    """Interface of both formats; one method per etcdctl display call."""
+    """Interface of every format; one method per etcdctl display call.
+
+    A format that has no way to show a response (etcdctl's printerUnsupported) fails
+    when asked to, after the request was made, as etcdctl does: "<format> not supported
+    as output format", exit 4."""
+
+    name = ""
 
     def __init__(self, out: BinaryIO, is_hex: bool = False):
         self.out = out
         self.is_hex = is_hex
         self.value_only = False
 
+    def unsupported(self, *args, **kwargs) -> None:
+        from fastkv.cli.main import EXIT_BAD_FEATURE, Exit   # main imports this module
+        raise Exit(EXIT_BAD_FEATURE, f"{self.name} not supported as output format")
+
+    get = put = delete = watch = unsupported
+    grant = revoke = keepalive = timetolive = leases = unsupported
+    member_list = member_add = member_remove = member_update = member_promote = unsupported
+    endpoint_health = endpoint_status = endpoint_hashkv = alarm = move_leader = unsupported
+
+    def keepalive_ended(self, lease_id: int) -> None:
+        pass
+
 
 class SimplePrinter(Printer):
+    name = "simple"
+
     def _line(self, b: bytes) -> None:
         self.out.write(b + b"\n")
 
@@ -132,8 +152,57 @@ class SimplePrinter(Printer):
         for item in items:
             self._line(b"%016x" % item.get("ID", 0))
 
+    # member, endpoint, alarm, move-leader: responses as fastkv/cli/cluster_commands.py
+    # shapes them (etcd's JSON field names, ints, zero values left out)
+    def _text(self, s: str) -> None:
+        self.out.write(s.encode("utf-8", "surrogateescape") + b"\n")
+
+    def member_list(self, resp: dict) -> None:
+        for row in member_rows(resp):
+            self._text(", ".join(row))
+
+    def member_add(self, resp: dict) -> None:
+        self._text("Member %16x added to cluster %16x" % (resp.get("member", {}).get("ID", 0),
+                                                        _header(resp)["cluster_id"]))
+
+    def member_remove(self, member_id: int, resp: dict) -> None:
+        self._text("Member %16x removed from cluster %16x" % (member_id, _header(resp)["cluster_id"]))
+
+    def member_update(self, member_id: int, resp: dict) -> None:
+        self._text("Member %16x updated in cluster %16x" % (member_id, _header(resp)["cluster_id"]))
+
+    def member_promote(self, member_id: int, resp: dict) -> None:
+        self._text("Member %16x promoted in cluster %16x" % (member_id, _header(resp)["cluster_id"]))
+
+    def endpoint_health(self, results: list[dict]) -> None:
+        import sys   # etcdctl writes these lines on stderr
+        for h in results:
+            if not h.get("error"):
+                sys.stderr.write(f"{h['endpoint']} is healthy: successfully committed proposal: "
+                                 f"took = {h['took']}\n")
+            else:
+                sys.stderr.write(f"{h['endpoint']} is unhealthy: failed to commit proposal: {h['error']}\n")
+        sys.stderr.flush()
+
+    def endpoint_status(self, results: list[dict]) -> None:
+        for row in endpoint_status_rows(results):
+            self._text(", ".join(row))
+
+    def endpoint_hashkv(self, results: list[dict]) -> None:
+        for row in endpoint_hashkv_rows(results):
+            self._text(", ".join(row))
+
+    def alarm(self, resp: dict) -> None:
+        for a in resp.get("alarms", []):
+            self._text(alarm_text(a))   # Go's %+v of *pb.AlarmMember
+
+    def move_leader(self, leader: int, target: int, resp: dict) -> None:
+        self._text(f"Leadership transferred from {leader:x} to {target:x}")
+
 
 class JSONPrinter(Printer):
+    name = "json"
+
     def _print(self, obj) -> None:
         self.out.write(_dump(obj))
 
@@ -202,9 +271,334 @@ class JSONPrinter(Printer):
         out["leases"] = [{"id": item.get("ID", 0)} for item in resp.get("leases", [])]
         self._print(out)
 
+    # member, endpoint, alarm, move-leader: the shaped responses are json.Marshal's order
+    def member_list(self, resp: dict) -> None:
+        self._print(resp)
 
-FORMATS = {"simple": SimplePrinter, "json": JSONPrinter}
-# formats etcdctl knows but fastkvctl does not print (yet): etcdctl's ExitBadFeature message
+    def member_add(self, resp: dict) -> None:
+        self._print(resp)
+
+    def member_remove(self, member_id: int, resp: dict) -> None:
+        self._print(resp)
+
+    def member_update(self, member_id: int, resp: dict) -> None:
+        self._print(resp)
+
+    def member_promote(self, member_id: int, resp: dict) -> None:
+        # etcdctl 3.4 crashes here (its JSON printer has no MemberPromote); 3.5 prints this
+        self._print(resp)
+
+    def endpoint_health(self, results: list[dict]) -> None:
+        self._print(results)
+
+    def endpoint_status(self, results: list[dict]) -> None:
+        self._print(results)
+
+    def endpoint_hashkv(self, results: list[dict]) -> None:
+        self._print(results)
+
+    def alarm(self, resp: dict) -> None:
+        self._print(resp)
+
+    def move_leader(self, leader: int, target: int, resp: dict) -> None:
+        self._print(resp)
+
+
+# -- etcdctl's tables (printer.go's make*Table), shared by simple, table and fields ---------
+
+ALARM_TYPES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
+
+
+def _header(resp: dict) -> dict:
+    h = resp.get("header") or {}
+    return {f: h.get(f, 0) for f in ("cluster_id", "member_id", "revision", "raft_term")}
+
+
+def _bool(b) -> str:
+    return "true" if b else "false"
+
+
+def alarm_text(a: dict) -> str:
+    """An AlarmMember as gogoproto's String() (compact text format) shows it."""
+    text = ""
+    if a.get("memberID"):
+        text += f"memberID:{a['memberID']} "
+    if a.get("alarm"):
+        text += f"alarm:{ALARM_TYPES.get(a['alarm'], a['alarm'])} "
+    return text
+
+
+def humanize_bytes(n: int) -> str:
+    """go-humanize's Bytes: SI units, one decimal below 10."""
+    import math
+    if n < 10:
+        return f"{n} B"
+    e = math.floor(math.log(n) / math.log(1000))
+    suffix = ("B", "kB", "MB", "GB", "TB", "PB", "EB")[e]
+    val = math.floor(n / 1000 ** e * 10 + 0.5) / 10
+    return f"{val:.1f} {suffix}" if val < 10 else f"{val:.0f} {suffix}"
+
+
+MEMBER_LIST_HEADER = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"]
+ENDPOINT_HEALTH_HEADER = ["endpoint", "health", "took", "error"]
+ENDPOINT_STATUS_HEADER = ["endpoint", "ID", "version", "db size", "is leader", "is learner", "raft term",
+                          "raft index", "raft applied index", "errors"]
+ENDPOINT_HASHKV_HEADER = ["endpoint", "hash"]
+
+
+def member_rows(resp: dict) -> list[list[str]]:
+    return [[f"{m.get('ID', 0):x}", "started" if m.get("name") else "unstarted", m.get("name", ""),
+             ",".join(m.get("peerURLs", [])), ",".join(m.get("clientURLs", [])),
+             _bool(m.get("isLearner"))] for m in resp.get("members", [])]
+
+
+def endpoint_health_rows(results: list[dict]) -> list[list[str]]:
+    return [[h["endpoint"], _bool(h["health"]), h["took"], h.get("error", "")] for h in results]
+
+
+def endpoint_status_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for item in results:
+        st = item["Status"]
+        me = _header(st)["member_id"]
+        rows.append([item["Endpoint"], f"{me:x}", st.get("version", ""), humanize_bytes(st.get("dbSize", 0)),
+                     _bool(st.get("leader", 0) == me), _bool(st.get("isLearner")),
+                     str(st.get("raftTerm", 0)), str(st.get("raftIndex", 0)),
+                     str(st.get("raftAppliedIndex", 0)), ", ".join(st.get("errors", []))])
+    return rows
+
+
+def endpoint_hashkv_rows(results: list[dict]) -> list[list[str]]:
+    return [[item["Endpoint"], str(item["HashKV"].get("hash", 0))] for item in results]
+
+
+# -- table: olekukonko/tablewriter as etcdctl 3.4 vendors and sets it up ----------------------
+
+_TABLE_MAX_WIDTH = 30   # tablewriter's MAX_ROW_WIDTH: longer cells are wrapped at spaces
+
+
+def _display_width(s: str) -> int:
+    """go-runewidth's StringWidth: East Asian wide runes take two columns."""
+    import unicodedata
+    if s.isascii():
+        return len(s)
+    w = 0
+    for ch in s:
+        if unicodedata.combining(ch):
+            continue
+        w += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return w
+
+
+def _wrap_words(words: list[str], lim: int, spc: int = 1, pen: int = 100000) -> list[list[str]]:
+    """tablewriter's WrapWords: line breaks of minimal raggedness (squared slack per line,
+    a penalty for a line longer than the limit)."""
+    n = len(words)
+    length = [[0] * n for _ in range(n)]
+    for i in range(n):
+        length[i][i] = len(words[i])
+        for j in range(i + 1, n):
+            length[i][j] = length[i][j - 1] + spc + len(words[j])
+    nbrk, cost = [0] * n, [(1 << 31) - 1] * n
+    for i in range(n - 1, -1, -1):
+        if length[i][n - 1] <= lim:
+            cost[i], nbrk[i] = 0, n
+            continue
+        for j in range(i + 1, n):
+            d = lim - length[i][j - 1]
+            c = d * d + cost[j]
+            if length[i][j - 1] > lim:
+                c += pen
+            if c < cost[i]:
+                cost[i], nbrk[i] = c, j
+    lines, i = [], 0
+    while i < n:
+        lines.append(words[i:nbrk[i]])
+        i = nbrk[i]
+    return lines
+
+
+def _wrap_string(s: str, lim: int) -> list[str]:
+    """tablewriter's WrapString (this version keeps leading and trailing spaces as empty words)."""
+    words = s.replace("\n", " ").split(" ")
+    for w in words:
+        lim = max(lim, len(w))
+    return [" ".join(line) for line in _wrap_words(words, lim)]
+
+
+def render_table(header: list[str], rows: list[list[str]]) -> str:
+    """A bordered table: header centred and upper-cased, cells aligned right, one column's
+    width its widest line; a cell wider than 30 columns is wrapped into several lines."""
+    widths: dict[int, int] = {}
+
+    def grow(col: int, w: int) -> None:
+        if widths.get(col, 0) < w:
+            widths[col] = w
+
+    for i, h in enumerate(header):
+        grow(i, min(_display_width(h), _TABLE_MAX_WIDTH))
+    cells: list[list[list[str]]] = []
+    for row in rows:
+        wrapped = []
+        for i, cell in enumerate(row):
+            grow(i, min(_display_width(cell), _TABLE_MAX_WIDTH))
+            lines = _wrap_string(cell, widths[i])
+            grow(i, max(_display_width(line) for line in lines))
+            wrapped.append(lines)
+        cells.append(wrapped)
+    ncols = len(widths)
+    rule = "+" + "".join("-" * (widths[i] + 2) + "+" for i in range(ncols)) + "\n"
+
+    def centre(s: str, w: int) -> str:
+        gap = w - _display_width(s)
+        return " " * (gap // 2) + s + " " * (gap - gap // 2) if gap > 0 else s
+
+    def right(s: str, w: int) -> str:
+        gap = w - _display_width(s)
+        return " " * gap + s if gap > 0 else s
+
+    out = [rule, "|" + "".join(f" {centre(h.upper(), widths[i])} |" for i, h in enumerate(header)) + "\n",
+           rule]
+    for wrapped in cells:
+        height = max(len(lines) for lines in wrapped)
+        for x in range(height):
+            out.append("".join(f"| {right(lines[x] if x < len(lines) else '  ', widths[y])} "
+                               for y, lines in enumerate(wrapped)) + "|\n")
+    out.append(rule)
+    return "".join(out)
+
+
+class TablePrinter(Printer):
+    """``-w table``: member list and the endpoint commands; anything else is unsupported."""
+
+    name = "table"
+
+    def _table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.out.write(render_table(header, rows).encode("utf-8", "surrogateescape"))
+
+    def member_list(self, resp: dict) -> None:
+        self._table(MEMBER_LIST_HEADER, member_rows(resp))
+
+    def endpoint_health(self, results: list[dict]) -> None:
+        self._table(ENDPOINT_HEALTH_HEADER, endpoint_health_rows(results))
+
+    def endpoint_status(self, results: list[dict]) -> None:
+        self._table(ENDPOINT_STATUS_HEADER, endpoint_status_rows(results))
+
+    def endpoint_hashkv(self, results: list[dict]) -> None:
+        self._table(ENDPOINT_HASHKV_HEADER, endpoint_hashkv_rows(results))
+
+
+class FieldsPrinter(Printer):
+    """``-w fields`` (printer_fields.go): one ``"Name" : value`` line per field, Go's
+    fmt.Println for the value (strings quoted with %q). Only the cluster commands so far."""
+
+    name = "fields"
+
+    def _line(self, name: str, value) -> None:
+        if isinstance(value, bool):
+            value = _bool(value)
+        self.out.write(f'"{name}" : {value}\n'.encode("utf-8", "surrogateescape"))
+
+    def _quoted(self, name: str, value: str) -> None:
+        from fastkv.cli.v2.gostd import quote
+        self._line(name, quote(value))
+
+    def _hdr(self, resp: dict) -> None:
+        h = _header(resp)
+        for name, f in (("ClusterID", "cluster_id"), ("MemberID", "member_id"), ("Revision", "revision"),
+                        ("RaftTerm", "raft_term")):
+            self._line(name, h[f])
+
+    def member_list(self, resp: dict) -> None:
+        self._hdr(resp)
+        for m in resp.get("members", []):
+            self._line("ID", m.get("ID", 0))
+            self._quoted("Name", m.get("name", ""))
+            for u in m.get("peerURLs", []):
+                self._quoted("PeerURL", u)
+            for u in m.get("clientURLs", []):
+                self._quoted("ClientURL", u)
+            self._line("IsLearner", bool(m.get("isLearner")))
+            self.out.write(b"\n")
+
+    def endpoint_health(self, results: list[dict]) -> None:
+        for h in results:
+            self._quoted("Endpoint", h["endpoint"])
+            self._line("Health", h["health"])
+            self._line("Took", h["took"])
+            self._line("Error", h.get("error", ""))
+            self.out.write(b"\n")
+
+    def endpoint_status(self, results: list[dict]) -> None:
+        for item in results:
+            st = item["Status"]
+            self._hdr(st)
+            self._quoted("Version", st.get("version", ""))
+            for name, f in (("DBSize", "dbSize"), ("Leader", "leader")):
+                self._line(name, st.get(f, 0))
+            self._line("IsLearner", bool(st.get("isLearner")))
+            for name, f in (("RaftIndex", "raftIndex"), ("RaftTerm", "raftTerm"),
+                            ("RaftAppliedIndex", "raftAppliedIndex")):
+                self._line(name, st.get(f, 0))
+            self._line("Errors", "[" + " ".join(st.get("errors", [])) + "]")
+            self._quoted("Endpoint", item["Endpoint"])
+            self.out.write(b"\n")
+
+    def endpoint_hashkv(self, results: list[dict]) -> None:
+        for item in results:
+            self._hdr(item["HashKV"])
+            self._quoted("Endpoint", item["Endpoint"])
+            self._line("Hash", item["HashKV"].get("hash", 0))
+            self.out.write(b"\n")
+
+    def alarm(self, resp: dict) -> None:
+        # etcd never sets an AlarmResponse's header, and etcdctl 3.4 dies dereferencing it
+        # (a Go panic, exit 2); fastkvctl prints the header only when there is one
+        if resp.get("header") is not None:
+            self._hdr(resp)
+        for a in resp.get("alarms", []):
+            self._line("MemberID", a.get("memberID", 0))
+            self._line("AlarmType", ALARM_TYPES.get(a.get("alarm", 0), a.get("alarm", 0)))
+            self.out.write(b"\n")
+
+
+class ProtobufPrinter(Printer):
+    """``-w protobuf`` (printer_protobuf.go): the response message in protobuf's wire format."""
+
+    name = "protobuf"
+
+    def _pb(self, resp: dict, message: str) -> None:
+        from google.protobuf import json_format
+        from fastkv.proto.etcdserverpb import rpc_pb2
+        msg = json_format.ParseDict(resp, getattr(rpc_pb2, message)(), ignore_unknown_fields=True)
+        self.out.write(msg.SerializeToString())
+
+    def member_list(self, resp: dict) -> None:
+        self._pb(resp, "MemberListResponse")
+
+    def member_add(self, resp: dict) -> None:
+        self._pb(resp, "MemberAddResponse")
+
+    def member_remove(self, member_id: int, resp: dict) -> None:
+        self._pb(resp, "MemberRemoveResponse")
+
+    def member_update(self, member_id: int, resp: dict) -> None:
+        self._pb(resp, "MemberUpdateResponse")
+
+    def member_promote(self, member_id: int, resp: dict) -> None:
+        self._pb(resp, "MemberPromoteResponse")   # etcdctl 3.4 crashes here; 3.5 prints this
+
+    def alarm(self, resp: dict) -> None:
+        self._pb(resp, "AlarmResponse")
+
+    def move_leader(self, leader: int, target: int, resp: dict) -> None:
+        self._pb(resp, "MoveLeaderResponse")
+
+
+FORMATS = {"simple": SimplePrinter, "json": JSONPrinter, "table": TablePrinter,
+           "fields": FieldsPrinter, "protobuf": ProtobufPrinter}
+# formats etcdctl knows: a command whose response a format cannot show says so (exit 4)
 KNOWN_FORMATS = ("simple", "json", "fields", "protobuf", "table")
 
 

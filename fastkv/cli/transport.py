@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import time
 from typing import Any, Iterator
@@ -30,10 +31,14 @@ INT_FIELDS = frozenset({
 })
 
 
+_INT = re.compile(r"-?[0-9]+")   # (a StatusResponse's "version" is "3.4.23": kept)
+
+
 def ints(obj: Any) -> Any:
     """Turn the gateway's int64 strings back into ints, recursively."""
     if isinstance(obj, dict):
-        return {k: (int(v) if k in INT_FIELDS and isinstance(v, str) else ints(v))
+        return {k: (int(v) if k in INT_FIELDS and isinstance(v, str) and _INT.fullmatch(v)
+                    else ints(v))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [ints(v) for v in obj]

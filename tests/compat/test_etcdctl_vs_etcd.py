@@ -26,7 +26,7 @@ from google.protobuf import text_format
 
 from fastkv.proto.etcdserverpb import rpc_pb2
 
-from servers import Cluster, EtcdProcess, FastkvProcess
+from servers import Cluster, EtcdProcess, FastkvProcess, wait_until
 from test_fastkvctl_vs_etcdctl import LEASE_STEPS as FASTKVCTL_LEASE_STEPS
 
 pytestmark = pytest.mark.etcd
@@ -687,13 +687,7 @@ def clusters():
 
 
 def _wait(fn, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        res = fn()
-        if res or time.monotonic() > deadline:
-            assert res, f"timed out waiting for {what}"
-            return res
-        time.sleep(0.3)
+    return wait_until(fn, what, timeout, interval=0.3)
 
 
 def _succeeded(res: Result) -> Result | None:
