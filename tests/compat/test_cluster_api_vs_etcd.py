@@ -100,3 +100,48 @@ def test_adding_an_existing_peer_url(pair):
         out = exchange(srv, "POST", "/v2/members", body)
         assert out.startswith(b"HTTP/1.1 409 Conflict"), out
         assert out.endswith(b'{"message":"membership: peerURL exists"}'), out
+
+
+def test_member_add_sorts_peer_urls(pair):
+    """etcd keeps a member's peer URLs sorted (types.NewURLs), whatever order they came in."""
+    outs = []
+    for srv in pair:
+        out = exchange(srv, "POST", "/v3/cluster/member/add",
+                       '{"peerURLs":["http://127.0.0.1:7","http://127.0.0.1:6"],"isLearner":true}')
+        assert out.startswith(b"HTTP/1.1 200"), out
+        body = json.loads(out.partition(b"\r\n\r\n")[2])
+        assert body["member"]["peerURLs"] == ["http://127.0.0.1:6", "http://127.0.0.1:7"]
+        outs.append(body["member"])
+    assert outs[0] == outs[1]
+
+
+def test_status_lists_active_alarms_as_errors(pair):
+    for srv in pair:
+        status = json.loads(exchange(srv, "POST", "/v3/maintenance/status", "{}")
+                            .partition(b"\r\n\r\n")[2])
+        assert "errors" not in status
+        mid = json.loads(raw_json(srv, "/v3/maintenance/status"))["header"]["member_id"]
+        exchange(srv, "POST", "/v3/maintenance/alarm",
+                 json.dumps({"action": "ACTIVATE", "memberID": mid, "alarm": "NOSPACE"}))
+        status = json.loads(exchange(srv, "POST", "/v3/maintenance/status", "{}")
+                            .partition(b"\r\n\r\n")[2])
+        assert status["errors"] == [f"memberID:{mid} alarm:NOSPACE "], (srv.name, status)
+
+
+def raw_json(srv, path: str, body: str = "{}") -> bytes:
+    req = (f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+    return raw(srv.url, req).partition(b"\r\n\r\n")[2]
+
+
+def test_learner_add_needs_every_voter_connected(pair):
+    """etcd's mayAddMember: a learner is refused while a voting member (added, never
+    started) is not connected, as a voter would be."""
+    outs = []
+    for srv in pair:
+        first = exchange(srv, "POST", "/v3/cluster/member/add", '{"peerURLs":["http://127.0.0.1:61001"]}')
+        assert first.startswith(b"HTTP/1.1 200"), first
+        outs.append(exchange(srv, "POST", "/v3/cluster/member/add",
+                             '{"peerURLs":["http://127.0.0.1:61002"],"isLearner":true}'))
+    assert b'"error":"etcdserver: unhealthy cluster"' in outs[1], outs[1]
+    assert outs[0] == outs[1]
