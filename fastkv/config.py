@@ -158,6 +158,7 @@ FLAGS = [
          "ignored."),
     Flag("name", str, "default", "Human-readable name for this member."),
     Flag("data-dir", str, "", "Path to the data directory (default: ${name}.fastkv)."),
+    Flag("wal-dir", str, "", "Path to the dedicated wal directory."),
     Flag("listen-client-urls", _urls, ["http://127.0.0.1:2379"],
          "List of URLs to listen on for client traffic (HTTP/1.1 JSON gateway)."),
     Flag("advertise-client-urls", _urls, ["http://127.0.0.1:2379"],
@@ -292,6 +293,7 @@ class Config:
     config_file: str = ""
     name: str = "default"
     data_dir: str = ""
+    wal_dir: str = ""             # "": <data-dir>/member/wal
     listen_client_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2379"])
     advertise_client_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2379"])
     listen_peer_urls: list = dataclasses.field(default_factory=lambda: ["http://127.0.0.1:2380"])

@@ -141,7 +141,7 @@ class Server:
         # is etcd's ClientCertAuthEnabled (False under --auto-tls, as etcd).
         self.tls = tlsconfig.build(cfg)
         self.member_dir = os.path.join(cfg.data_dir, "member")
-        self.wal_dir = os.path.join(self.member_dir, "wal")
+        self.wal_dir = cfg.wal_dir or os.path.join(self.member_dir, "wal")
         self.snap_dir = os.path.join(self.member_dir, "snap")
         self.member_id = 0
         self.cluster_id = 0

@@ -372,3 +372,24 @@ def test_restore_from_a_member_snap_file_with_skip_hash_check(source):
             solo.cleanup()
     finally:
         os.unlink(snap)
+
+
+def test_restore_with_a_dedicated_wal_dir(source):
+    """restore --wal-dir puts the WAL where the member's --wal-dir then finds it."""
+    solo = FastkvProcess(data_dir=os.path.join(source.root, "walsolo"), name="walsolo")
+    wal_dir = os.path.join(source.root, "walsolo-wal")
+    solo.extra_args = ["--wal-dir", wal_dir]
+    args = restore_args(solo, f"walsolo={solo.peer_url}", os.path.join(solo.data_dir, "member"),
+                        token="etcd-cluster")
+    assert ok("snapshot", "restore", source.saved, *args, "--wal-dir", wal_dir) == ""
+    assert any(f.endswith(".wal") for f in os.listdir(wal_dir))
+    assert not os.path.exists(os.path.join(solo.data_dir, "member", "member", "wal"))
+    try:
+        solo.start(60)
+        assert all_keys(solo.url) == (source.rev, source.keys)
+        assert put(solo.url, "wal-dir-write", "1") == source.rev + 1
+        solo.stop()
+        solo.start(60)   # the write is in the dedicated WAL
+        assert all_keys(solo.url)[0] == source.rev + 1
+    finally:
+        solo.cleanup()
