@@ -94,7 +94,7 @@ class Context:
     def client(self) -> GatewayClient:
         if self._client is None:
             v = self.values
-            endpoints = [e for e in v["endpoints"] if e.strip()]
+            endpoints = self._discovered() or [e for e in v["endpoints"] if e.strip()]
             ctx = None
             if v["cacert"] or v["cert"] or v["insecure-skip-tls-verify"] or \
                     not v["insecure-transport"] or \
@@ -122,6 +122,28 @@ class Context:
             if v["user"]:
                 self._authenticate(self._client)
         return self._client
+
+    def _discovered(self) -> list[str]:
+        """etcdctl's endpointsFromFlagValue: with --discovery-srv, the endpoints are the
+        _etcd-client-ssl._tcp / _etcd-client._tcp SRV records' (http ones dropped
+        unless --insecure-discovery, the default)."""
+        v = self.values
+        if not v["discovery-srv"]:
+            return []
+        from fastkv import dnssrv
+        try:
+            eps = dnssrv.discover(v["discovery-srv"], v["discovery-srv-name"])
+        except dnssrv.SRVLookupError as e:
+            raise Exit(EXIT_ERROR, str(e)) from None
+        if v["insecure-discovery"]:
+            return eps
+        kept = []
+        for ep in eps:
+            if ep.startswith("http://"):
+                sys.stderr.write(f'ignoring discovered insecure endpoint "{ep}"\n')
+                continue
+            kept.append(ep)
+        return kept
 
     def _authenticate(self, client: GatewayClient) -> None:
         """etcdctl's authCfgFromCmd + clientv3.New: --user name[:password] (--password
@@ -410,6 +432,9 @@ def cmd_version(ctx: Context, args: list[str], v: dict) -> int:
 F = fl.Flag
 GLOBAL_FLAGS = [
     F("endpoints", "strings", ["127.0.0.1:2379"], "gRPC endpoints"),
+    F("discovery-srv", "string", "", "domain name to query for SRV records describing cluster endpoints", "d"),
+    F("discovery-srv-name", "string", "", "service name to query when using DNS discovery"),
+    F("insecure-discovery", "bool", True, "accept insecure SRV records describing cluster endpoints"),
     F("write-out", "string", "simple", "set the output format (json, simple)", "w"),
     F("hex", "bool", False, "print byte strings as hex encoded strings"),
     F("dial-timeout", "duration", 2.0, "dial timeout for client connections"),

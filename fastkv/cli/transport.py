@@ -80,7 +80,9 @@ def normalise_endpoint(ep: str) -> tuple[str, str, int]:
         if not host:
             host, port = port, ""
     default = 443 if scheme == "https" else 2379
-    return scheme, host, int(port) if port else default
+    # an absolute DNS name (an SRV target, "host.example."): resolved without the root
+    # dot, as Go's resolver does (glibc's would skip /etc/hosts)
+    return scheme, host.rstrip(".") or host, int(port) if port else default
 
 
 class GatewayClient:

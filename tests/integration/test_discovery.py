@@ -343,6 +343,17 @@ def test_three_members_bootstrap_by_dns_srv(procs, srv_name):
         assert sorted(u for m in ms for u in m["peerURLs"]) == sorted(
             f"http://localhost:{m.peer_port}" for m in members)
         _put_get_across(members)
+        # clients find the members by their _etcd-client records (fastkvctl --discovery-srv)
+        for m in members:
+            zone.srv("_etcd-client._tcp.example.test.", "localhost.", m.client_port)
+        env = dict(os.environ, FASTKV_NAMESERVER=zone.address)
+        ctl = [sys.executable, "-m", "fastkv.cli", "--discovery-srv", "example.test"]
+        out = subprocess.run(ctl + ["put", "srv-client", "found"], capture_output=True,
+                             text=True, timeout=60, env=env, cwd=REPO)
+        assert (out.returncode, out.stdout) == (0, "OK\n"), out.stderr
+        out = subprocess.run(ctl + ["--insecure-discovery=false", "get", "srv-client"],
+                             capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+        assert "ignoring discovered insecure endpoint" in out.stderr and out.returncode != 0
 
 
 def test_dns_srv_errors(procs, tmp_path):

@@ -295,7 +295,7 @@ class Transport:
             if not port.isdigit() or int(port) > 65535:
                 raise ConnectionFailure(f"dial tcp: address {port}: invalid port")
             try:
-                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+                infos = socket.getaddrinfo(host.rstrip(".") or host, int(port), type=socket.SOCK_STREAM)
             except socket.gaierror:
                 raise ConnectionFailure(f"dial tcp: lookup {host} on {nameserver()}: no such host") \
                     from None
