@@ -152,3 +152,18 @@ def discover(domain: str, service_name: str) -> list[str]:
     if errors[0] is not None and errors[1] is not None:
         raise SRVLookupError(f"dns lookup errors: {errors[0]} and {errors[1]}")
     return endpoints
+
+
+def client_endpoints(domain: str, service_name: str, insecure: bool, ignored) -> list[str]:
+    """etcdctl's endpoints from --discovery-srv: discover()'s, less the http ones unless
+    `insecure` (--insecure-discovery); ignored(endpoint) is told of each one dropped."""
+    eps = discover(domain, service_name)
+    if insecure:
+        return eps
+    kept = []
+    for ep in eps:
+        if ep.startswith("http://"):
+            ignored(ep)
+            continue
+        kept.append(ep)
+    return kept

@@ -132,18 +132,11 @@ class Context:
             return []
         from fastkv import dnssrv
         try:
-            eps = dnssrv.discover(v["discovery-srv"], v["discovery-srv-name"])
+            return dnssrv.client_endpoints(
+                v["discovery-srv"], v["discovery-srv-name"], v["insecure-discovery"],
+                lambda ep: sys.stderr.write(f'ignoring discovered insecure endpoint "{ep}"\n'))
         except dnssrv.SRVLookupError as e:
             raise Exit(EXIT_ERROR, str(e)) from None
-        if v["insecure-discovery"]:
-            return eps
-        kept = []
-        for ep in eps:
-            if ep.startswith("http://"):
-                sys.stderr.write(f'ignoring discovered insecure endpoint "{ep}"\n')
-                continue
-            kept.append(ep)
-        return kept
 
     def _authenticate(self, client: GatewayClient) -> None:
         """etcdctl's authCfgFromCmd + clientv3.New: --user name[:password] (--password

@@ -87,18 +87,11 @@ def _domain_discovery_value(c: CliContext) -> list[str]:
         return []
     from fastkv import dnssrv
     try:
-        eps = dnssrv.discover(domain, service)
+        return dnssrv.client_endpoints(
+            domain, service, insecure,
+            lambda ep: c.io.err(f"ignoring discovered insecure endpoint {gostd.quote(ep)}\n"))
     except dnssrv.SRVLookupError as exc:
         raise ClientError(str(exc)) from None
-    if insecure:
-        return eps
-    kept = []
-    for ep in eps:
-        if ep.startswith("http://"):
-            c.io.err(f"ignoring discovered insecure endpoint {gostd.quote(ep)}\n")
-            continue
-        kept.append(ep)
-    return kept
 
 
 def get_endpoints(c: CliContext) -> list[str]:
