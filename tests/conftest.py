@@ -7,7 +7,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from servers import EtcdProcess, FastkvProcess  # noqa: E402
 
+# pytester runs small pytest sessions for tests/plugin/ (fastkv's pytest plugin). pytest
+# accepts pytest_plugins only in the top-level conftest.
+pytest_plugins = ["pytester"]
 
+
+# The fixtures below are fastkv's own (servers.py); fastkv's pytest plugin
+# (fastkv/pytest_plugin.py, loaded when fastkv is installed) has a fixture named
+# fastkv_server too: these conftest fixtures take precedence for every test in tests/.
 @pytest.fixture
 def fastkv_server():
     """A fresh single-member fastkv on loopback, stopped after the test."""
