@@ -1,0 +1,858 @@
+"""The asyncio client: :class:`AsyncClient`, with :class:`AsyncLease` and
+:class:`AsyncWatch`. Same methods as :class:`~fastkv.client.Client`, awaited."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import os
+import time
+from typing import IO, Any, Awaitable, Callable, Iterable
+
+import grpc
+import grpc.aio
+
+from fastkv.proto.etcdserverpb import rpc_pb2 as pb
+
+from . import _requests as R
+from . import errors
+from ._requests import KeyLike
+from ._types import (Alarm, AlarmType, DeleteResult, Event, HashKV, KeyValue, LeaseGrant,
+                     LeaseInfo, Member, MemberAddResult, PermType, PutResult, RangeResult,
+                     Role, SortOrder, SortTarget, Status, TxnResult, User, WatchResponse)
+from .txn import AsyncTxn
+
+__all__ = ["AsyncClient", "AsyncLease", "AsyncWatch"]
+
+log = logging.getLogger("fastkv.client")
+
+_UNSET = object()
+
+
+class _Conn:
+    """One endpoint's grpc.aio channel and stubs, made on first use (in the loop)."""
+
+    def __init__(self, endpoint: R.Endpoint, creds: grpc.ChannelCredentials | None,
+                 options: list):
+        self.endpoint = endpoint
+        self._creds = creds
+        self._options = options
+        self._stubs: R.Stubs | None = None
+
+    def stubs(self) -> R.Stubs:
+        if self._stubs is None:
+            if self.endpoint.secure:
+                ch = grpc.aio.secure_channel(self.endpoint.target, self._creds,
+                                             self._options)
+            else:
+                ch = grpc.aio.insecure_channel(self.endpoint.target, self._options)
+            self._stubs = R.Stubs(ch)
+        return self._stubs
+
+    async def close(self) -> None:
+        if self._stubs is not None:
+            stubs, self._stubs = self._stubs, None
+            await stubs.channel.close()
+
+
+class AsyncClient:
+    """The asyncio etcd v3 client: the same constructor and methods as
+    :class:`~fastkv.client.Client`, as coroutines.
+
+        async with AsyncClient("http://127.0.0.1:2379") as c:
+            await c.put("k", "v")
+
+    ``lease()`` and ``watch()`` return objects to ``await`` or to use with
+    ``async with``; ``txn()`` returns a builder whose ``commit()`` is awaited.
+    """
+
+    def __init__(self, endpoints: str | Iterable[str] = R.DEFAULT_ENDPOINT, *,
+                 timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
+                 password: str | None = None, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None,
+                 server_name: str | None = None, grpc_options: Iterable = ()):
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e]
+        self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
+        eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
+        self._pool = R.EndpointPool(eps)
+        opts = R.channel_options(self._tls, grpc_options)
+        # TLS files are read now: a missing file is an error here, not at first use
+        creds = self._tls.credentials() if any(e.secure for e in eps) else None
+        self._conns = [_Conn(e, creds, opts) for e in eps]
+        self.timeout = timeout
+        self._auth = R.AuthState(user, password)
+        self._auth_lock = asyncio.Lock()
+        self._closed = False
+        self._children: set = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop every watch and lease keep-alive of this client and close its
+        connections (leases are not revoked: they expire)."""
+        if self._closed:
+            return
+        self._closed = True
+        for c in list(self._children):
+            try:
+                await c._shutdown()
+            except Exception:   # noqa: BLE001 - closing goes on
+                log.debug("closing %r", c, exc_info=True)
+        for c in self._conns:
+            await c.close()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [e.url for e in self._pool.endpoints]
+
+    @property
+    def current_endpoint(self) -> str:
+        return self._pool.current.url
+
+    # ---- transport ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.ClientClosed("client is closed")
+
+    def _deadline(self, timeout) -> float | None:
+        t = self.timeout if timeout is _UNSET else timeout
+        return None if t is None else time.monotonic() + t
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - time.monotonic()
+
+    async def _token_metadata(self, with_token: bool, deadline) -> tuple | None:
+        if not with_token or not self._auth.has_credentials:
+            return None
+        if self._auth.needs_token():
+            await self._authenticate(self._auth.generation, deadline)
+        return self._auth.metadata()
+
+    async def _authenticate(self, seen_generation: int, deadline) -> None:
+        async with self._auth_lock:
+            if self._auth.generation != seen_generation and self._auth.token:
+                return
+            try:
+                token = await self._invoke(
+                    R.c_authenticate(self._auth.user, self._auth.password), deadline=deadline)
+            except errors.AuthNotEnabled:
+                self._auth.set_token(None, disabled=True)
+                return
+            self._auth.set_token(token)
+
+    async def _reauthenticate(self, generation: int, deadline) -> None:
+        """The server refused our token: drop it and fetch a new one."""
+        self._auth.set_token(None)
+        await self._authenticate(generation + 1, deadline)
+
+    def _can_reauth(self, with_token: bool = True) -> bool:
+        return with_token and self._auth.has_credentials
+
+    async def _invoke(self, call: R.Call, *, timeout=_UNSET, deadline=_UNSET,
+                      endpoint: int | None = None):
+        """Send one unary call, with failover and token refresh per the retry policy."""
+        self._check_open()
+        att = R.Attempts(self._pool, self._deadline(timeout) if deadline is _UNSET else deadline,
+                         endpoint)
+        while True:
+            idx = att.pick()
+            conn = self._conns[idx]
+            generation = self._auth.generation
+            md = await self._token_metadata(call.with_token, att.deadline)
+            self._check_open()
+            try:
+                resp = await conn.stubs().method(call.service, call.method)(
+                    call.request, timeout=att.remaining(), metadata=md)
+            except grpc.RpcError as e:
+                if self._closed:
+                    raise errors.ClientClosed("client is closed") from None
+                action, pause = att.failed(idx, conn.endpoint.url, call.repeatable, e.code(),
+                                           e.details(), self._can_reauth(call.with_token))
+                if action == R.REAUTH:
+                    await self._reauthenticate(generation, att.deadline)
+                elif pause:
+                    await asyncio.sleep(pause)
+                continue
+            att.succeeded(idx)
+            return call.convert(resp)
+
+    def _endpoint_index(self, endpoint: str | None) -> int | None:
+        if endpoint is None:
+            return None
+        for i, e in enumerate(self._pool.endpoints):
+            if e.url == endpoint or e.target == endpoint:
+                return i
+        raise ValueError(f"{endpoint!r} is not one of this client's endpoints")
+
+    # ---- KV ----------------------------------------------------------------------------
+
+    async def put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None,
+                  prev_kv: bool = False, ignore_value: bool = False,
+                  ignore_lease: bool = False) -> PutResult:
+        return await self._invoke(R.c_put(R.put_request(
+            key, value, lease=lease, prev_kv=prev_kv, ignore_value=ignore_value,
+            ignore_lease=ignore_lease)))
+
+    async def get(self, key: KeyLike, *, revision: int = 0,
+                  serializable: bool = False) -> KeyValue | None:
+        return await self._invoke(R.c_get(R.range_request(key, revision=revision,
+                                                          serializable=serializable)))
+
+    async def range(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
+                    from_key: bool = False, limit: int = 0, revision: int = 0,
+                    sort_order: SortOrder | str | None = None,
+                    sort_target: SortTarget | str | None = None, keys_only: bool = False,
+                    count_only: bool = False, serializable: bool = False,
+                    min_mod_revision: int = 0, max_mod_revision: int = 0,
+                    min_create_revision: int = 0, max_create_revision: int = 0) -> RangeResult:
+        return await self._invoke(R.c_range(R.range_request(
+            key, end, prefix=prefix, from_key=from_key, limit=limit, revision=revision,
+            sort_order=sort_order, sort_target=sort_target, keys_only=keys_only,
+            count_only=count_only, serializable=serializable, min_mod_revision=min_mod_revision,
+            max_mod_revision=max_mod_revision, min_create_revision=min_create_revision,
+            max_create_revision=max_create_revision)))
+
+    async def delete(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
+                     from_key: bool = False, prev_kv: bool = False) -> DeleteResult:
+        return await self._invoke(R.c_delete(R.delete_request(
+            key, end, prefix=prefix, from_key=from_key, prev_kv=prev_kv)))
+
+    def txn(self) -> AsyncTxn:
+        """A transaction builder: ``await c.txn().if_(...).then(...).else_(...).commit()``."""
+        return AsyncTxn(self)
+
+    async def _commit(self, request: pb.TxnRequest) -> TxnResult:
+        return await self._invoke(R.c_txn(request))
+
+    async def compact(self, revision: int, *, physical: bool = False) -> None:
+        await self._invoke(R.c_compact(revision, physical))
+
+    # ---- leases ------------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int, *, id: int = 0) -> LeaseGrant:
+        return await self._invoke(R.c_lease_grant(ttl, id))
+
+    async def lease_revoke(self, id: int) -> None:
+        await self._invoke(R.c_lease_revoke(id))
+
+    async def lease_time_to_live(self, id: int, *, keys: bool = False) -> LeaseInfo:
+        return await self._invoke(R.c_lease_time_to_live(id, keys))
+
+    async def leases(self) -> tuple[int, ...]:
+        return await self._invoke(R.c_leases())
+
+    async def lease_keepalive_once(self, id: int) -> int:
+        return R.keepalive_ttl(id, await self._keepalive_once(id, self._deadline(_UNSET)))
+
+    async def _keepalive_once(self, id: int, deadline):
+        """One LeaseKeepAlive exchange (repeatable: failover, token refresh)."""
+        self._check_open()
+        req = pb.LeaseKeepAliveRequest(ID=id)
+        att = R.Attempts(self._pool, deadline)
+        while True:
+            idx = att.pick()
+            conn = self._conns[idx]
+            generation = self._auth.generation
+            md = await self._token_metadata(True, deadline)
+            self._check_open()
+            call = None
+            try:
+                call = conn.stubs().Lease.LeaseKeepAlive(timeout=att.remaining(), metadata=md)
+                await call.write(req)
+                resp = await call.read()
+                code = details = None
+                if resp is grpc.aio.EOF:
+                    resp, code, details = None, grpc.StatusCode.UNAVAILABLE, \
+                        "keep-alive stream ended"
+            except grpc.RpcError as e:
+                resp, code, details = None, e.code(), e.details()
+            finally:
+                if call is not None:
+                    call.cancel()
+            if resp is not None:
+                att.succeeded(idx)
+                return resp
+            if self._closed:
+                raise errors.ClientClosed("client is closed")
+            action, pause = att.failed(idx, conn.endpoint.url, True, code, details,
+                                       self._can_reauth())
+            if action == R.REAUTH:
+                await self._reauthenticate(generation, deadline)
+            elif pause:
+                await asyncio.sleep(pause)
+
+    def lease(self, ttl: int, *, on_lost: Callable[["AsyncLease"], Any] | None = None,
+              id: int = 0) -> "AsyncLease":
+        """A lease kept alive by a background task: ``lease = await c.lease(10)`` or
+        ``async with c.lease(10) as lease:`` (revoked on exit). ``on_lost(lease)``
+        (a function or a coroutine function) runs if the lease is lost."""
+        return AsyncLease(self, ttl, id, on_lost)
+
+    # ---- watch -------------------------------------------------------------------------
+
+    def watch(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
+              from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
+              no_put: bool = False, no_delete: bool = False, progress_notify: bool = False,
+              require_leader: bool = True, max_buffer: int = 1024) -> "AsyncWatch":
+        """A watch: ``w = await c.watch("k")`` or ``async with c.watch("k") as w:``,
+        then ``async for event in w``. Created (so later changes are seen) once awaited."""
+        state = R.WatchState(key, end, prefix=prefix, from_key=from_key,
+                             start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
+                             no_delete=no_delete, progress_notify=progress_notify)
+        return AsyncWatch(self, state, require_leader, max_buffer)
+
+    # ---- cluster -----------------------------------------------------------------------
+
+    async def members(self) -> tuple[Member, ...]:
+        return await self._invoke(R.c_members())
+
+    async def member_add(self, peer_urls: str | Iterable[str], *,
+                         learner: bool = False) -> MemberAddResult:
+        return await self._invoke(R.c_member_add(peer_urls, learner))
+
+    async def member_remove(self, id: int) -> tuple[Member, ...]:
+        return await self._invoke(R.c_member_remove(id))
+
+    async def member_update(self, id: int, peer_urls: str | Iterable[str]) -> tuple[Member, ...]:
+        return await self._invoke(R.c_member_update(id, peer_urls))
+
+    async def member_promote(self, id: int) -> tuple[Member, ...]:
+        return await self._invoke(R.c_member_promote(id))
+
+    # ---- maintenance -------------------------------------------------------------------
+
+    async def status(self, endpoint: str | None = None) -> Status:
+        return await self._invoke(R.c_status(), endpoint=self._endpoint_index(endpoint))
+
+    async def alarms(self) -> tuple[Alarm, ...]:
+        return await self._invoke(R.c_alarms())
+
+    async def alarm_disarm(self, member_id: int = 0,
+                           alarm: AlarmType | str | None = None) -> tuple[Alarm, ...]:
+        return await self._invoke(R.c_alarm_disarm(member_id, alarm))
+
+    async def defragment(self, endpoint: str | None = None) -> None:
+        await self._invoke(R.c_defragment(), endpoint=self._endpoint_index(endpoint))
+
+    async def hash_kv(self, revision: int = 0, endpoint: str | None = None) -> HashKV:
+        return await self._invoke(R.c_hash_kv(revision),
+                                  endpoint=self._endpoint_index(endpoint))
+
+    async def snapshot(self, file: str | os.PathLike | IO[bytes]) -> int:
+        """Stream a snapshot into ``file`` (a path, written to a temporary name and
+        renamed when complete, or a binary file object); the bytes written."""
+        self._check_open()
+        if isinstance(file, (str, os.PathLike)):
+            tmp = os.fspath(file) + ".part"
+            try:
+                with open(tmp, "wb") as f:
+                    n = await self._snapshot_to(f)
+                os.replace(tmp, file)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+            return n
+        return await self._snapshot_to(file)
+
+    async def _snapshot_to(self, f) -> int:
+        # no deadline: a snapshot may take long; resent only before any data came
+        att = R.Attempts(self._pool, None, max_rounds=3)
+        while True:
+            idx = att.pick()
+            conn = self._conns[idx]
+            generation = self._auth.generation
+            md = await self._token_metadata(True, None)
+            written = 0
+            try:
+                async for resp in conn.stubs().Maintenance.Snapshot(pb.SnapshotRequest(),
+                                                                    metadata=md):
+                    if resp.blob:
+                        f.write(resp.blob)
+                        written += len(resp.blob)
+                att.succeeded(idx)
+                return written
+            except grpc.RpcError as e:
+                action, pause = att.failed(idx, conn.endpoint.url, written == 0, e.code(),
+                                           e.details(), self._can_reauth() and written == 0)
+                if action == R.REAUTH:
+                    await self._reauthenticate(generation, None)
+                elif pause:
+                    await asyncio.sleep(pause)
+
+    async def move_leader(self, target_id: int) -> None:
+        leader_idx = None
+        for i in range(len(self._pool)):
+            try:
+                st = await self._invoke(R.c_status(), endpoint=i)
+            except errors.EtcdError:
+                continue
+            if st.is_leader:
+                leader_idx = i
+                break
+        if leader_idx is None:
+            raise errors.NotLeader("etcdserver: not leader (no endpoint of this client is "
+                                   "the leader)", grpc.StatusCode.FAILED_PRECONDITION)
+        await self._invoke(R.c_move_leader(target_id), endpoint=leader_idx)
+
+    # ---- auth --------------------------------------------------------------------------
+
+    async def authenticate(self, user: str, password: str) -> str:
+        return await self._invoke(R.c_authenticate(user, password))
+
+    async def auth_enable(self) -> None:
+        await self._invoke(R.c_auth_enable())
+
+    async def auth_disable(self) -> None:
+        await self._invoke(R.c_auth_disable())
+
+    async def user_add(self, name: str, password: str | None = None, *,
+                       no_password: bool = False) -> None:
+        await self._invoke(R.c_user_add(name, password, no_password))
+
+    async def user_get(self, name: str) -> User:
+        return await self._invoke(R.c_user_get(name))
+
+    async def user_list(self) -> tuple[str, ...]:
+        return await self._invoke(R.c_user_list())
+
+    async def user_delete(self, name: str) -> None:
+        await self._invoke(R.c_user_delete(name))
+
+    async def user_change_password(self, name: str, password: str) -> None:
+        await self._invoke(R.c_user_change_password(name, password))
+
+    async def user_grant_role(self, user: str, role: str) -> None:
+        await self._invoke(R.c_user_grant_role(user, role))
+
+    async def user_revoke_role(self, user: str, role: str) -> None:
+        await self._invoke(R.c_user_revoke_role(user, role))
+
+    async def role_add(self, name: str) -> None:
+        await self._invoke(R.c_role_add(name))
+
+    async def role_get(self, name: str) -> Role:
+        return await self._invoke(R.c_role_get(name))
+
+    async def role_list(self) -> tuple[str, ...]:
+        return await self._invoke(R.c_role_list())
+
+    async def role_delete(self, name: str) -> None:
+        await self._invoke(R.c_role_delete(name))
+
+    async def role_grant_permission(self, role: str, key: KeyLike, end: KeyLike | None = None,
+                                    *, prefix: bool = False, from_key: bool = False,
+                                    perm: PermType | str = PermType.READWRITE) -> None:
+        await self._invoke(R.c_role_grant_permission(role, key, end, prefix, from_key, perm))
+
+    async def role_revoke_permission(self, role: str, key: KeyLike, end: KeyLike | None = None,
+                                     *, prefix: bool = False, from_key: bool = False) -> None:
+        await self._invoke(R.c_role_revoke_permission(role, key, end, prefix, from_key))
+
+
+# ---- AsyncLease --------------------------------------------------------------------------------
+
+class AsyncLease:
+    """A lease kept alive by a background task (made by :meth:`AsyncClient.lease`).
+
+    ``await`` it (or ``async with`` it) to grant it; then ``id``, ``ttl``, ``alive``,
+    ``lost``, ``lost_reason``, ``await wait_lost(timeout)``, ``check()``,
+    ``await revoke()``, ``await close()``.
+    """
+
+    def __init__(self, client: AsyncClient, ttl: int, id: int = 0,
+                 on_lost: Callable[["AsyncLease"], Any] | None = None):
+        self._client = client
+        self._want_ttl = ttl
+        self._want_id = id
+        self.on_lost = on_lost
+        self.id: int = 0
+        self.ttl: int = 0
+        self.lost_reason: str | None = None
+        #: time.monotonic() of the last keep-alive the cluster answered (None: none yet)
+        self.last_keepalive: float | None = None
+        self._lost = asyncio.Event()
+        self._done = False
+        self._task: asyncio.Task | None = None
+        self._expires = 0.0
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else ("lost" if self.lost else "not granted/closed")
+        return f"<AsyncLease {self.id} ttl={self.ttl} {state}>"
+
+    def __await__(self):
+        return self._start().__await__()
+
+    async def __aenter__(self) -> "AsyncLease":
+        return await self._start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.revoke()
+
+    async def _start(self) -> "AsyncLease":
+        if self._task is None:
+            started = time.monotonic()
+            grant = await self._client.lease_grant(self._want_ttl, id=self._want_id)
+            self.id, self.ttl = grant.id, grant.ttl
+            self._expires = started + grant.ttl
+            self._client._children.add(self)
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"fastkv-lease-{self.id:x}")
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._lost.is_set() and not self._done
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    async def wait_lost(self, timeout: float | None = None) -> bool:
+        """Wait until the lease is lost (True) or ``timeout`` passes (False)."""
+        try:
+            await asyncio.wait_for(self._lost.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def check(self) -> None:
+        if self._lost.is_set():
+            raise errors.LeaseLost(f"lease {self.id} lost: {self.lost_reason}")
+
+    async def time_to_live(self, *, keys: bool = False) -> LeaseInfo:
+        return await self._client.lease_time_to_live(self.id, keys=keys)
+
+    async def _run(self) -> None:
+        wait = R.keepalive_interval(self.ttl)
+        while True:
+            await asyncio.sleep(wait)
+            sent = time.monotonic()
+            deadline = self._expires if self._expires > sent else sent + 1.0
+            if self._client.timeout is not None:
+                deadline = min(deadline, sent + self._client.timeout)
+            try:
+                resp = await self._client._keepalive_once(self.id, deadline)
+                new_ttl = R.keepalive_ttl(self.id, resp)
+            except errors.LeaseNotFound:
+                await self._mark_lost("the lease expired or was revoked")
+                return
+            except errors.ClientClosed:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:   # noqa: BLE001 - unreachable for now; keep trying
+                if time.monotonic() >= self._expires:
+                    await self._mark_lost(
+                        f"no keep-alive got through before the lease expired ({e})")
+                    return
+                wait = min(0.5, R.keepalive_interval(self.ttl))
+                continue
+            self._expires = sent + new_ttl
+            self.last_keepalive = time.monotonic()
+            wait = R.keepalive_interval(new_ttl)
+
+    async def _mark_lost(self, reason: str) -> None:
+        if self._done:
+            return
+        self.lost_reason = reason
+        self._lost.set()
+        self._client._children.discard(self)
+        if self.on_lost is not None:
+            try:
+                r = self.on_lost(self)
+                if inspect.isawaitable(r):
+                    await r
+            except Exception:   # noqa: BLE001
+                log.exception("on_lost callback of lease %d failed", self.id)
+
+    async def _shutdown(self) -> None:
+        self._done = True
+        self._client._children.discard(self)
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):   # noqa: BLE001
+                pass
+
+    async def close(self) -> None:
+        """Stop keeping the lease alive (it expires after its TTL)."""
+        await self._shutdown()
+
+    async def revoke(self) -> None:
+        """Stop the keep-alive and revoke the lease; a lease already gone is fine."""
+        await self._shutdown()
+        if self.id:
+            try:
+                await self._client.lease_revoke(self.id)
+            except errors.LeaseNotFound:
+                pass
+
+
+# ---- AsyncWatch --------------------------------------------------------------------------------
+
+_CLOSED = object()
+
+
+class _Stop(Exception):
+    pass
+
+
+class AsyncWatch:
+    """A running watch (made by :meth:`AsyncClient.watch`).
+
+    ``await`` it (or ``async with`` it) to create it on the server, then
+    ``async for event in watch``; ``await get(timeout)`` for the next event
+    (``TimeoutError``); ``responses()`` for whole batches;
+    ``await request_progress()``; ``await close()``. Resumes after a broken stream
+    like the sync :class:`~fastkv.client.Watch`.
+    """
+
+    def __init__(self, client: AsyncClient, state: R.WatchState, require_leader: bool,
+                 max_buffer: int):
+        self._client = client
+        self._state = state
+        self._md_extra = (("hasleader", "true"),) if require_leader else ()
+        self._max_buffer = max(1, max_buffer)
+        self._queue: asyncio.Queue | None = None
+        self._events: collections.deque[Event] = collections.deque()
+        self._closed = False
+        self._created: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self._call = None
+        self._task: asyncio.Task | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncWatch {self._state.key!r} next_revision={self._state.next_revision}>"
+
+    def __await__(self):
+        return self._start().__await__()
+
+    async def __aenter__(self) -> "AsyncWatch":
+        return await self._start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def __aiter__(self) -> "AsyncWatch":
+        return self
+
+    async def __anext__(self) -> Event:
+        await self._start()
+        try:
+            return await self._next_event()
+        except _Stop:
+            raise StopAsyncIteration from None
+
+    async def get(self, timeout: float | None = None) -> Event:
+        """The next event; ``TimeoutError`` if none comes within ``timeout`` seconds."""
+        await self._start()
+        try:
+            return await asyncio.wait_for(self._next_event(), timeout)
+        except _Stop:
+            raise errors.ClientClosed("watch is closed") from None
+
+    async def responses(self):
+        """Iterate whole batches (:class:`WatchResponse`; empty: progress notifications)."""
+        await self._start()
+        while True:
+            try:
+                yield await self._next_response()
+            except _Stop:
+                return
+
+    async def get_response(self, timeout: float | None = None) -> WatchResponse:
+        await self._start()
+        try:
+            return await asyncio.wait_for(self._next_response(), timeout)
+        except _Stop:
+            raise errors.ClientClosed("watch is closed") from None
+
+    @property
+    def next_revision(self) -> int:
+        return self._state.next_revision
+
+    async def request_progress(self) -> None:
+        """Ask the server for a progress notification."""
+        call = self._call
+        if call is not None:
+            await call.write(self._state.progress_request())
+
+    async def close(self) -> None:
+        await self._shutdown()
+
+    async def _next_event(self) -> Event:
+        while not self._events:
+            self._events.extend((await self._next_response()).events)
+        return self._events.popleft()
+
+    async def _next_response(self) -> WatchResponse:
+        if self._finished:
+            if self._error is not None:
+                raise self._error
+            raise _Stop
+        if self._closed and self._queue.empty():
+            self._finished = True
+            raise _Stop
+        item = await self._queue.get()
+        if item is _CLOSED or isinstance(item, BaseException):
+            self._finished = True
+            if isinstance(item, BaseException):
+                self._error = item
+                raise item
+            raise _Stop
+        return item
+
+    async def _start(self) -> "AsyncWatch":
+        if self._task is not None:
+            return self
+        self._client._check_open()
+        self._queue = asyncio.Queue(self._max_buffer)
+        self._created = asyncio.Event()
+        self._client._children.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="fastkv-watch")
+        deadline = self._client._deadline(_UNSET)
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+        try:
+            await asyncio.wait_for(self._created.wait(), timeout)
+        except asyncio.TimeoutError:
+            await self._shutdown()
+            raise errors.Timeout("watch was not created in time (no endpoint answered)") \
+                from None
+        if self._error is not None and not self._state.created_once:
+            err = self._error
+            await self._shutdown()
+            raise err
+        return self
+
+    def _fail(self, err: BaseException) -> Awaitable[None]:
+        self._error = err
+        self._created.set()
+        return self._queue.put(err)
+
+    async def _run(self) -> None:
+        client = self._client
+        failures = 0
+        reauthed = False
+        while not self._closed:
+            idx = client._pool.pick()
+            conn = client._conns[idx]
+            call = None
+            try:
+                generation = client._auth.generation
+                md = (await client._token_metadata(True, client._deadline(_UNSET)) or ()) \
+                    + self._md_extra
+                client._check_open()
+                call = conn.stubs().Watch.Watch(metadata=md)
+                self._call = call
+                await call.write(self._state.create_request())
+                while True:
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF:
+                        break
+                    out = self._state.handle(resp, conn.endpoint.url)
+                    if resp.created:
+                        failures = 0
+                        reauthed = False
+                        client._pool.succeeded(idx)
+                        self._created.set()
+                    if out is not None:
+                        await self._queue.put(out)
+                client._pool.failed(idx)   # the server ended the stream: make it again
+            except grpc.RpcError as e:
+                if self._closed:
+                    return
+                code, details = e.code(), e.details() or ""
+                if (details in R._REAUTH_MESSAGES and client._auth.has_credentials
+                        and not reauthed):
+                    reauthed = True
+                    try:
+                        await client._reauthenticate(generation, client._deadline(_UNSET))
+                    except errors.EtcdError as err:
+                        await self._fail(err)
+                        return
+                    continue
+                if not R.watch_should_reconnect(code, details):
+                    await self._fail(errors.from_status(code, details, conn.endpoint.url))
+                    return
+                client._pool.failed(idx)
+                log.debug("watch stream to %s broke (%s: %s); resuming at revision %d",
+                          conn.endpoint.url, code, details, self._state.next_revision)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise
+                # the call (not this task) was cancelled: a broken stream
+                client._pool.failed(idx)
+            except errors.ClientClosed:
+                return
+            except (errors.Unavailable, errors.Timeout) as e:
+                if self._closed:
+                    return
+                client._pool.failed(idx)
+                log.debug("watch on %s: %s; resuming at revision %d", conn.endpoint.url, e,
+                          self._state.next_revision)
+            except (errors.PermissionDenied, errors.InvalidAuthToken, errors.UserEmpty) as e:
+                # etcd answers a watch made with a stale token "permission denied":
+                # authenticate again, once, before believing it
+                if self._closed:
+                    return
+                if not client._auth.has_credentials or reauthed:
+                    await self._fail(e)
+                    return
+                reauthed = True
+                try:
+                    await client._reauthenticate(generation, client._deadline(_UNSET))
+                except errors.EtcdError as err:
+                    await self._fail(err)
+                    return
+                continue
+            except errors.EtcdError as e:
+                await self._fail(e)
+                return
+            finally:
+                self._call = None
+                if call is not None:
+                    call.cancel()
+            failures += 1
+            n = len(client._pool)
+            if failures >= n:
+                await asyncio.sleep(R.backoff((failures + n - 1) // n))
+
+    async def _shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._client._children.discard(self)
+        call = self._call
+        if call is not None:
+            call.cancel()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):   # noqa: BLE001
+                pass
+        if self._created is not None:
+            self._created.set()
+        if self._queue is not None:
+            try:
+                self._queue.put_nowait(_CLOSED)
+            except asyncio.QueueFull:
+                pass

@@ -1,0 +1,938 @@
+"""The blocking client: :class:`Client`, with :class:`Lease` and :class:`Watch`."""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from typing import IO, Callable, Iterable, Iterator
+
+import grpc
+
+from fastkv.proto.etcdserverpb import rpc_pb2 as pb
+
+from . import _requests as R
+from . import errors
+from ._requests import KeyLike
+from ._types import (Alarm, AlarmType, DeleteResult, Event, HashKV, KeyValue, LeaseGrant,
+                     LeaseInfo, Member, MemberAddResult, PermType, PutResult, RangeResult,
+                     Role, SortOrder, SortTarget, Status, TxnResult, User, WatchResponse)
+from .txn import Txn
+
+__all__ = ["Client", "Lease", "Watch"]
+
+log = logging.getLogger("fastkv.client")
+
+_UNSET = object()
+
+
+class _Conn:
+    """One endpoint's channel and stubs, made on first use."""
+
+    def __init__(self, endpoint: R.Endpoint, creds: grpc.ChannelCredentials | None,
+                 options: list):
+        self.endpoint = endpoint
+        self._creds = creds
+        self._options = options
+        self._stubs: R.Stubs | None = None
+        self._lock = threading.Lock()
+
+    def stubs(self) -> R.Stubs:
+        with self._lock:
+            if self._stubs is None:
+                if self.endpoint.secure:
+                    ch = grpc.secure_channel(self.endpoint.target, self._creds,
+                                             self._options)
+                else:
+                    ch = grpc.insecure_channel(self.endpoint.target, self._options)
+                self._stubs = R.Stubs(ch)
+            return self._stubs
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stubs is not None:
+                self._stubs.channel.close()
+                self._stubs = None
+
+
+class Client:
+    """A blocking etcd v3 client (fastkv or etcd 3.4).
+
+    ``endpoints``: one URL or a list (``http://host:port``, ``https://host:port``,
+    or ``host:port`` which uses TLS when TLS files are given). Requests go to one
+    endpoint at a time; when it is down the client moves to the next (see the
+    retry policy in docs/client.md).
+
+    ``timeout``: seconds for each call, retries included (None: no deadline).
+    ``user``/``password``: authenticate (the token is fetched on first use and again
+    when the server no longer accepts it). ``ca_file``, ``cert_file``,
+    ``key_file``: TLS (a client certificate also authenticates as its common name
+    when the server runs with ``--client-cert-auth``); ``server_name`` overrides the
+    name checked in the server certificate. ``grpc_options``: extra channel options.
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, endpoints: str | Iterable[str] = R.DEFAULT_ENDPOINT, *,
+                 timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
+                 password: str | None = None, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None,
+                 server_name: str | None = None, grpc_options: Iterable = ()):
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e]
+        self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
+        eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
+        self._pool = R.EndpointPool(eps)
+        opts = R.channel_options(self._tls, grpc_options)
+        # TLS files are read now: a missing file is an error here, not at first use
+        creds = self._tls.credentials() if any(e.secure for e in eps) else None
+        self._conns = [_Conn(e, creds, opts) for e in eps]
+        self.timeout = timeout
+        self._auth = R.AuthState(user, password)
+        self._auth_lock = threading.Lock()
+        self._closed = False
+        self._children: set = set()   # open watches and leases, closed with the client
+        self._children_lock = threading.Lock()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every watch and lease keep-alive of this client and close its
+        connections (leases are not revoked: they expire)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._children_lock:
+            children = list(self._children)
+        for c in children:   # stop them first, so nothing reconnects ...
+            try:
+                c._shutdown(join=False)
+            except Exception:   # noqa: BLE001 - closing goes on
+                log.debug("closing %r", c, exc_info=True)
+        for c in self._conns:   # ... then end their calls in flight ...
+            c.close()
+        for c in children:   # ... and wait for their threads
+            c._join()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints, as given."""
+        return [e.url for e in self._pool.endpoints]
+
+    @property
+    def current_endpoint(self) -> str:
+        """The endpoint requests go to now."""
+        return self._pool.current.url
+
+    def _register(self, child) -> None:
+        with self._children_lock:
+            self._children.add(child)
+
+    def _unregister(self, child) -> None:
+        with self._children_lock:
+            self._children.discard(child)
+
+    # ---- transport ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.ClientClosed("client is closed")
+
+    def _deadline(self, timeout) -> float | None:
+        t = self.timeout if timeout is _UNSET else timeout
+        return None if t is None else time.monotonic() + t
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        return deadline - time.monotonic()
+
+    def _token_metadata(self, with_token: bool, deadline) -> tuple | None:
+        if not with_token or not self._auth.has_credentials:
+            return None
+        if self._auth.needs_token():
+            self._authenticate(self._auth.generation, deadline)
+        return self._auth.metadata()
+
+    def _authenticate(self, seen_generation: int, deadline) -> None:
+        """Fetch a token, unless another thread already did since `seen_generation`."""
+        with self._auth_lock:
+            if self._auth.generation != seen_generation and self._auth.token:
+                return
+            try:
+                token = self._invoke(R.c_authenticate(self._auth.user, self._auth.password),
+                                     deadline=deadline)
+            except errors.AuthNotEnabled:
+                self._auth.set_token(None, disabled=True)
+                return
+            self._auth.set_token(token)
+
+    def _reauthenticate(self, generation: int, deadline) -> None:
+        """The server refused our token: drop it and fetch a new one."""
+        self._auth.set_token(None)
+        self._authenticate(generation + 1, deadline)
+
+    def _can_reauth(self, with_token: bool = True) -> bool:
+        return with_token and self._auth.has_credentials
+
+    def _invoke(self, call: R.Call, *, timeout=_UNSET, deadline=_UNSET,
+                endpoint: int | None = None):
+        """Send one unary call, with failover and token refresh per the retry policy."""
+        self._check_open()
+        att = R.Attempts(self._pool, self._deadline(timeout) if deadline is _UNSET else deadline,
+                         endpoint)
+        while True:
+            idx = att.pick()
+            conn = self._conns[idx]
+            generation = self._auth.generation
+            md = self._token_metadata(call.with_token, att.deadline)
+            try:
+                resp = conn.stubs().method(call.service, call.method)(
+                    call.request, timeout=att.remaining(), metadata=md)
+            except grpc.RpcError as e:
+                action, pause = att.failed(idx, conn.endpoint.url, call.repeatable, e.code(),
+                                           e.details(), self._can_reauth(call.with_token))
+                if action == R.REAUTH:
+                    self._reauthenticate(generation, att.deadline)
+                elif pause:
+                    time.sleep(pause)
+                continue
+            except ValueError as e:   # the channel was closed under us
+                if self._closed:
+                    raise errors.ClientClosed("client is closed") from e
+                raise
+            att.succeeded(idx)
+            return call.convert(resp)
+
+    def _endpoint_index(self, endpoint: str | None) -> int | None:
+        if endpoint is None:
+            return None
+        for i, e in enumerate(self._pool.endpoints):
+            if e.url == endpoint or e.target == endpoint:
+                return i
+        raise ValueError(f"{endpoint!r} is not one of this client's endpoints")
+
+    # ---- KV ----------------------------------------------------------------------------
+
+    def put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None,
+            prev_kv: bool = False, ignore_value: bool = False,
+            ignore_lease: bool = False) -> PutResult:
+        """Set ``key`` to ``value`` (optionally attached to ``lease``). With
+        ``prev_kv``, the result carries the pair before the put."""
+        return self._invoke(R.c_put(R.put_request(key, value, lease=lease, prev_kv=prev_kv,
+                                                  ignore_value=ignore_value,
+                                                  ignore_lease=ignore_lease)))
+
+    def get(self, key: KeyLike, *, revision: int = 0,
+            serializable: bool = False) -> KeyValue | None:
+        """The key's KeyValue (at ``revision`` if given), or None."""
+        return self._invoke(R.c_get(R.range_request(key, revision=revision,
+                                                    serializable=serializable)))
+
+    def range(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
+              from_key: bool = False, limit: int = 0, revision: int = 0,
+              sort_order: SortOrder | str | None = None,
+              sort_target: SortTarget | str | None = None, keys_only: bool = False,
+              count_only: bool = False, serializable: bool = False,
+              min_mod_revision: int = 0, max_mod_revision: int = 0,
+              min_create_revision: int = 0, max_create_revision: int = 0) -> RangeResult:
+        """Keys in [key, end), or with the prefix ``key`` (``prefix=True``), or from
+        ``key`` on (``from_key=True``); or ``key`` alone."""
+        return self._invoke(R.c_range(R.range_request(
+            key, end, prefix=prefix, from_key=from_key, limit=limit, revision=revision,
+            sort_order=sort_order, sort_target=sort_target, keys_only=keys_only,
+            count_only=count_only, serializable=serializable, min_mod_revision=min_mod_revision,
+            max_mod_revision=max_mod_revision, min_create_revision=min_create_revision,
+            max_create_revision=max_create_revision)))
+
+    def delete(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
+               from_key: bool = False, prev_kv: bool = False) -> DeleteResult:
+        """Delete ``key`` (or a range, a prefix, keys from ``key`` on)."""
+        return self._invoke(R.c_delete(R.delete_request(key, end, prefix=prefix,
+                                                        from_key=from_key, prev_kv=prev_kv)))
+
+    def txn(self) -> Txn:
+        """A transaction builder: ``client.txn().if_(...).then(...).else_(...).commit()``."""
+        return Txn(self)
+
+    def _commit(self, request: pb.TxnRequest) -> TxnResult:
+        return self._invoke(R.c_txn(request))
+
+    def compact(self, revision: int, *, physical: bool = False) -> None:
+        """Discard the history before ``revision``. With ``physical``, return only
+        once the compaction reached the backend."""
+        self._invoke(R.c_compact(revision, physical))
+
+    # ---- leases ------------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int, *, id: int = 0) -> LeaseGrant:
+        """Grant a lease of ``ttl`` seconds (``id``: ask for this ID). Not kept alive:
+        see :meth:`lease` for that."""
+        return self._invoke(R.c_lease_grant(ttl, id))
+
+    def lease_revoke(self, id: int) -> None:
+        """Revoke a lease (its keys are deleted)."""
+        self._invoke(R.c_lease_revoke(id))
+
+    def lease_time_to_live(self, id: int, *, keys: bool = False) -> LeaseInfo:
+        """Remaining TTL of a lease (``ttl == -1``: it is gone), and its keys."""
+        return self._invoke(R.c_lease_time_to_live(id, keys))
+
+    def leases(self) -> tuple[int, ...]:
+        """IDs of every lease."""
+        return self._invoke(R.c_leases())
+
+    def lease_keepalive_once(self, id: int) -> int:
+        """Renew a lease once; its new TTL. LeaseNotFound when it is gone."""
+        return R.keepalive_ttl(id, self._keepalive_once(id, self._deadline(_UNSET)))
+
+    def _keepalive_once(self, id: int, deadline):
+        """One LeaseKeepAlive exchange (repeatable: failover, token refresh); the
+        response (TTL <= 0: the lease is gone)."""
+        self._check_open()
+        req = pb.LeaseKeepAliveRequest(ID=id)
+        att = R.Attempts(self._pool, deadline)
+        while True:
+            idx = att.pick()
+            conn = self._conns[idx]
+            generation = self._auth.generation
+            md = self._token_metadata(True, deadline)
+            remaining = att.remaining()
+            answered = threading.Event()
+
+            def requests():
+                yield req
+                answered.wait(remaining if remaining is not None else 60)
+
+            call = None
+            try:
+                call = conn.stubs().Lease.LeaseKeepAlive(requests(), timeout=remaining,
+                                                         metadata=md)
+                resp = next(call, None)
+                code = details = None
+                if resp is None:   # the stream ended without an answer
+                    code, details = grpc.StatusCode.UNAVAILABLE, "keep-alive stream ended"
+            except grpc.RpcError as e:
+                resp, code, details = None, e.code(), e.details()
+            except ValueError as e:
+                if self._closed:
+                    raise errors.ClientClosed("client is closed") from e
+                raise
+            finally:
+                answered.set()
+                if call is not None:
+                    call.cancel()
+            if resp is not None:
+                att.succeeded(idx)
+                return resp
+            action, pause = att.failed(idx, conn.endpoint.url, True, code, details,
+                                       self._can_reauth())
+            if action == R.REAUTH:
+                self._reauthenticate(generation, deadline)
+            elif pause:
+                time.sleep(pause)
+
+    def lease(self, ttl: int, *, on_lost: Callable[["Lease"], None] | None = None,
+              id: int = 0) -> "Lease":
+        """Grant a lease and keep it alive in a background thread until it is
+        revoked (``revoke()``, or leaving its ``with`` block) or closed.
+
+        ``on_lost(lease)`` is called (from the keep-alive thread) if the lease is lost:
+        it expired because keep-alives did not get through in time, or someone else
+        revoked it. ``lease.alive``, ``lease.wait_lost()`` and ``lease.check()`` tell too.
+        """
+        started = time.monotonic()
+        grant = self.lease_grant(ttl, id=id)
+        return Lease(self, grant, started, on_lost)
+
+    # ---- watch -------------------------------------------------------------------------
+
+    def watch(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
+              from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
+              no_put: bool = False, no_delete: bool = False, progress_notify: bool = False,
+              require_leader: bool = True, max_buffer: int = 1024) -> "Watch":
+        """Watch a key (or a range / prefix / keys from ``key`` on) for changes after
+        ``start_revision`` (0: from now on). Returns once the server has created the
+        watch: a change made after this returns is seen.
+
+        Iterate the returned :class:`Watch` for :class:`Event`\\ s (or use
+        ``responses()`` for whole batches with their revision). A broken stream is
+        created again on another endpoint from the revision after the last one seen,
+        so no event is lost or repeated; if that revision was compacted meanwhile,
+        iteration raises :class:`~fastkv.client.errors.WatchCompacted`.
+        """
+        state = R.WatchState(key, end, prefix=prefix, from_key=from_key,
+                             start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
+                             no_delete=no_delete, progress_notify=progress_notify)
+        w = Watch(self, state, require_leader, max_buffer)
+        w._start(self._deadline(_UNSET))
+        return w
+
+    # ---- cluster -----------------------------------------------------------------------
+
+    def members(self) -> tuple[Member, ...]:
+        """The cluster's members."""
+        return self._invoke(R.c_members())
+
+    def member_add(self, peer_urls: str | Iterable[str], *,
+                   learner: bool = False) -> MemberAddResult:
+        """Add a member (as a non-voting learner with ``learner=True``)."""
+        return self._invoke(R.c_member_add(peer_urls, learner))
+
+    def member_remove(self, id: int) -> tuple[Member, ...]:
+        """Remove a member; the members left."""
+        return self._invoke(R.c_member_remove(id))
+
+    def member_update(self, id: int, peer_urls: str | Iterable[str]) -> tuple[Member, ...]:
+        """Change a member's peer URLs; the members after."""
+        return self._invoke(R.c_member_update(id, peer_urls))
+
+    def member_promote(self, id: int) -> tuple[Member, ...]:
+        """Make a learner a voting member (once it caught up with the leader)."""
+        return self._invoke(R.c_member_promote(id))
+
+    # ---- maintenance -------------------------------------------------------------------
+
+    def status(self, endpoint: str | None = None) -> Status:
+        """The status of the current endpoint's member, or of ``endpoint`` (one of
+        the client's endpoints; no failover then)."""
+        return self._invoke(R.c_status(), endpoint=self._endpoint_index(endpoint))
+
+    def alarms(self) -> tuple[Alarm, ...]:
+        """Active alarms (NOSPACE, CORRUPT) of every member."""
+        return self._invoke(R.c_alarms())
+
+    def alarm_disarm(self, member_id: int = 0,
+                     alarm: AlarmType | str | None = None) -> tuple[Alarm, ...]:
+        """Disarm alarms (0 / None: of every member, every type); the alarms disarmed."""
+        return self._invoke(R.c_alarm_disarm(member_id, alarm))
+
+    def defragment(self, endpoint: str | None = None) -> None:
+        """Defragment the backend of the current endpoint's member (or ``endpoint``'s)."""
+        self._invoke(R.c_defragment(), endpoint=self._endpoint_index(endpoint))
+
+    def hash_kv(self, revision: int = 0, endpoint: str | None = None) -> HashKV:
+        """Hash of the keyspace up to ``revision`` (0: latest) on one member: equal on
+        every member that applied the same history."""
+        return self._invoke(R.c_hash_kv(revision), endpoint=self._endpoint_index(endpoint))
+
+    def snapshot(self, file: str | os.PathLike | IO[bytes]) -> int:
+        """Stream a snapshot of the backend into ``file`` (a path or a binary file
+        object); the number of bytes written. A path is written to a temporary name
+        and renamed when complete."""
+        self._check_open()
+        if isinstance(file, (str, os.PathLike)):
+            tmp = os.fspath(file) + ".part"
+            try:
+                with open(tmp, "wb") as f:
+                    n = self._snapshot_to(f)
+                os.replace(tmp, file)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+            return n
+        return self._snapshot_to(file)
+
+    def _snapshot_to(self, f) -> int:
+        # no deadline: a snapshot may take long; resent only before any data came
+        att = R.Attempts(self._pool, None, max_rounds=3)
+        while True:
+            idx = att.pick()
+            conn = self._conns[idx]
+            generation = self._auth.generation
+            md = self._token_metadata(True, None)
+            written = 0
+            try:
+                for resp in conn.stubs().Maintenance.Snapshot(pb.SnapshotRequest(),
+                                                              metadata=md):
+                    if resp.blob:
+                        f.write(resp.blob)
+                        written += len(resp.blob)
+                att.succeeded(idx)
+                return written
+            except grpc.RpcError as e:
+                action, pause = att.failed(idx, conn.endpoint.url, written == 0, e.code(),
+                                           e.details(), self._can_reauth() and written == 0)
+                if action == R.REAUTH:
+                    self._reauthenticate(generation, None)
+                elif pause:
+                    time.sleep(pause)
+
+    def move_leader(self, target_id: int) -> None:
+        """Hand leadership to member ``target_id`` (sent to the current leader, found
+        among the client's endpoints)."""
+        leader_idx = None
+        for i in range(len(self._pool)):
+            try:
+                st = self._invoke(R.c_status(), endpoint=i)
+            except errors.EtcdError:
+                continue
+            if st.is_leader:
+                leader_idx = i
+                break
+        if leader_idx is None:
+            raise errors.NotLeader("etcdserver: not leader (no endpoint of this client is "
+                                   "the leader)", grpc.StatusCode.FAILED_PRECONDITION)
+        self._invoke(R.c_move_leader(target_id), endpoint=leader_idx)
+
+    # ---- auth --------------------------------------------------------------------------
+
+    def authenticate(self, user: str, password: str) -> str:
+        """Check a user's password; the token the server handed out (the client
+        itself authenticates on its own when made with ``user``/``password``)."""
+        return self._invoke(R.c_authenticate(user, password))
+
+    def auth_enable(self) -> None:
+        """Turn authentication on (a ``root`` user with the ``root`` role must exist)."""
+        self._invoke(R.c_auth_enable())
+
+    def auth_disable(self) -> None:
+        self._invoke(R.c_auth_disable())
+
+    def user_add(self, name: str, password: str | None = None, *,
+                 no_password: bool = False) -> None:
+        """Add a user (``no_password=True``: may only log in by TLS certificate)."""
+        self._invoke(R.c_user_add(name, password, no_password))
+
+    def user_get(self, name: str) -> User:
+        return self._invoke(R.c_user_get(name))
+
+    def user_list(self) -> tuple[str, ...]:
+        return self._invoke(R.c_user_list())
+
+    def user_delete(self, name: str) -> None:
+        self._invoke(R.c_user_delete(name))
+
+    def user_change_password(self, name: str, password: str) -> None:
+        self._invoke(R.c_user_change_password(name, password))
+
+    def user_grant_role(self, user: str, role: str) -> None:
+        self._invoke(R.c_user_grant_role(user, role))
+
+    def user_revoke_role(self, user: str, role: str) -> None:
+        self._invoke(R.c_user_revoke_role(user, role))
+
+    def role_add(self, name: str) -> None:
+        self._invoke(R.c_role_add(name))
+
+    def role_get(self, name: str) -> Role:
+        return self._invoke(R.c_role_get(name))
+
+    def role_list(self) -> tuple[str, ...]:
+        return self._invoke(R.c_role_list())
+
+    def role_delete(self, name: str) -> None:
+        self._invoke(R.c_role_delete(name))
+
+    def role_grant_permission(self, role: str, key: KeyLike, end: KeyLike | None = None, *,
+                              prefix: bool = False, from_key: bool = False,
+                              perm: PermType | str = PermType.READWRITE) -> None:
+        """Let ``role`` read / write / both (``perm``) the key, range, or prefix."""
+        self._invoke(R.c_role_grant_permission(role, key, end, prefix, from_key, perm))
+
+    def role_revoke_permission(self, role: str, key: KeyLike, end: KeyLike | None = None, *,
+                               prefix: bool = False, from_key: bool = False) -> None:
+        self._invoke(R.c_role_revoke_permission(role, key, end, prefix, from_key))
+
+
+# ---- Lease ------------------------------------------------------------------------------------
+
+class Lease:
+    """A lease kept alive by a background thread (made by :meth:`Client.lease`).
+
+    ``id``, ``ttl`` (granted); ``alive`` (False once lost or revoked);
+    ``lost_reason``. ``revoke()`` (or leaving the ``with`` block) stops the
+    keep-alive and revokes it; ``close()`` only stops the keep-alive.
+    """
+
+    def __init__(self, client: Client, grant: LeaseGrant, started: float,
+                 on_lost: Callable[["Lease"], None] | None = None):
+        self._client = client
+        self.id = grant.id
+        self.ttl = grant.ttl
+        self.on_lost = on_lost
+        self.lost_reason: str | None = None
+        #: time.monotonic() of the last keep-alive the cluster answered (None: none yet)
+        self.last_keepalive: float | None = None
+        self._expires = started + grant.ttl
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._done = threading.Event()   # revoked or closed by us
+        client._register(self)
+        self._thread = threading.Thread(target=self._run, name=f"fastkv-lease-{self.id:x}",
+                                        daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else ("lost" if self._lost.is_set() else "closed")
+        return f"<Lease {self.id} ttl={self.ttl} {state}>"
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.revoke()
+
+    @property
+    def alive(self) -> bool:
+        """Still kept alive: not lost, not revoked, not closed."""
+        return not self._lost.is_set() and not self._done.is_set()
+
+    @property
+    def lost(self) -> bool:
+        """The lease expired or was revoked by someone else."""
+        return self._lost.is_set()
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Block until the lease is lost (True) or ``timeout`` passes (False)."""
+        return self._lost.wait(timeout)
+
+    def check(self) -> None:
+        """Raise :class:`~fastkv.client.errors.LeaseLost` if the lease was lost."""
+        if self._lost.is_set():
+            raise errors.LeaseLost(f"lease {self.id} lost: {self.lost_reason}")
+
+    def time_to_live(self, *, keys: bool = False) -> LeaseInfo:
+        return self._client.lease_time_to_live(self.id, keys=keys)
+
+    def _run(self) -> None:
+        wait = R.keepalive_interval(self.ttl)
+        while not self._stop.wait(wait):
+            sent = time.monotonic()
+            deadline = self._expires if self._expires > sent else sent + 1.0
+            if self._client.timeout is not None:
+                deadline = min(deadline, sent + self._client.timeout)
+            try:
+                resp = self._client._keepalive_once(self.id, deadline)
+                new_ttl = R.keepalive_ttl(self.id, resp)
+            except errors.LeaseNotFound:
+                self._mark_lost("the lease expired or was revoked")
+                return
+            except errors.ClientClosed:
+                return
+            except Exception as e:   # noqa: BLE001 - unreachable for now; keep trying
+                if self._stop.is_set():
+                    return
+                if time.monotonic() >= self._expires:
+                    self._mark_lost(f"no keep-alive got through before the lease expired ({e})")
+                    return
+                wait = min(0.5, R.keepalive_interval(self.ttl))
+                continue
+            self._expires = sent + new_ttl
+            self.last_keepalive = time.monotonic()
+            wait = R.keepalive_interval(new_ttl)
+
+    def _mark_lost(self, reason: str) -> None:
+        if self._stop.is_set():
+            return
+        self.lost_reason = reason
+        self._lost.set()
+        self._client._unregister(self)
+        if self.on_lost is not None:
+            try:
+                self.on_lost(self)
+            except Exception:   # noqa: BLE001
+                log.exception("on_lost callback of lease %d failed", self.id)
+
+    def _shutdown(self, join: bool = True) -> None:
+        self._stop.set()
+        self._done.set()
+        self._client._unregister(self)
+        if join:
+            self._join()
+
+    def _join(self) -> None:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop keeping the lease alive (it expires after its TTL)."""
+        self._shutdown()
+
+    def revoke(self) -> None:
+        """Stop the keep-alive and revoke the lease (its keys are deleted). A lease that
+        is already gone is fine."""
+        self._shutdown()
+        try:
+            self._client.lease_revoke(self.id)
+        except errors.LeaseNotFound:
+            pass
+
+
+# ---- Watch ------------------------------------------------------------------------------------
+
+_CLOSED = object()
+
+
+class Watch:
+    """A running watch (made by :meth:`Client.watch`): iterate it for events.
+
+    ``for event in watch`` blocks for the next :class:`Event`; ``get(timeout)``
+    returns the next one or raises ``TimeoutError``; ``responses()`` /
+    ``get_response(timeout)`` give whole batches (:class:`WatchResponse`, also the
+    empty progress notifications). ``close()`` (or leaving the ``with`` block) ends
+    it; iteration then stops. Errors the watch cannot recover from (compaction:
+    :class:`~fastkv.client.errors.WatchCompacted`, permission denied...) are raised
+    by the iteration.
+    """
+
+    def __init__(self, client: Client, state: R.WatchState, require_leader: bool,
+                 max_buffer: int):
+        self._client = client
+        self._state = state
+        self._md_extra = (("hasleader", "true"),) if require_leader else ()
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_buffer))
+        self._events: collections.deque[Event] = collections.deque()
+        self._closed = threading.Event()
+        self._created = threading.Event()
+        self._error: BaseException | None = None
+        self._finished = False
+        self._lock = threading.Lock()
+        self._call = None
+        self._requests: queue.Queue | None = None
+        self._thread = threading.Thread(target=self._run, name="fastkv-watch", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"<Watch {self._state.key!r} next_revision={self._state.next_revision}>"
+
+    # ---- consumer side ---------------------------------------------------------------
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        try:
+            return self._next_event(None)
+        except _Stop:
+            raise StopIteration from None
+
+    def get(self, timeout: float | None = None) -> Event:
+        """The next event; ``TimeoutError`` if none comes within ``timeout`` seconds;
+        :class:`~fastkv.client.errors.ClientClosed` once the watch is closed."""
+        try:
+            return self._next_event(timeout)
+        except _Stop:
+            raise errors.ClientClosed("watch is closed") from None
+
+    def responses(self) -> Iterator[WatchResponse]:
+        """Iterate whole batches of events (empty ones: progress notifications)."""
+        while True:
+            try:
+                yield self._next_response(None)
+            except _Stop:
+                return
+
+    def get_response(self, timeout: float | None = None) -> WatchResponse:
+        """The next batch; ``TimeoutError`` if none comes within ``timeout`` seconds."""
+        try:
+            return self._next_response(timeout)
+        except _Stop:
+            raise errors.ClientClosed("watch is closed") from None
+
+    def _next_event(self, timeout) -> Event:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._events:
+            rem = None if deadline is None else max(deadline - time.monotonic(), 0)
+            self._events.extend(self._next_response(rem).events)
+        return self._events.popleft()
+
+    def _next_response(self, timeout) -> WatchResponse:
+        if self._finished:
+            if self._error is not None:
+                raise self._error
+            raise _Stop
+        if self._closed.is_set() and self._queue.empty():
+            self._finished = True
+            raise _Stop
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no watch event within {timeout} s") from None
+        if item is _CLOSED or isinstance(item, BaseException):
+            self._finished = True
+            if isinstance(item, BaseException):
+                self._error = item
+                raise item
+            raise _Stop
+        return item
+
+    @property
+    def next_revision(self) -> int:
+        """The revision the watch would resume from (the last one handed over + 1)."""
+        return self._state.next_revision
+
+    def request_progress(self) -> None:
+        """Ask the server for a progress notification (an empty response carrying the
+        current revision, once every earlier event was sent)."""
+        q = self._requests
+        if q is not None:
+            q.put(self._state.progress_request())
+
+    def close(self) -> None:
+        """End the watch (iteration stops after what was already received)."""
+        self._shutdown()
+
+    # ---- stream side -----------------------------------------------------------------
+
+    def _start(self, deadline) -> None:
+        self._client._check_open()
+        self._client._register(self)
+        self._thread.start()
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+        if not self._created.wait(timeout):
+            self._shutdown()
+            raise errors.Timeout("watch was not created in time (no endpoint answered)")
+        if self._error is not None and not self._state.created_once:
+            err = self._error
+            self._shutdown()
+            raise err
+
+    def _put(self, item) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fail(self, err: BaseException) -> None:
+        self._error = err
+        self._created.set()
+        self._put(err)
+
+    def _run(self) -> None:
+        client = self._client
+        failures = 0
+        reauthed = False
+        while not self._closed.is_set():
+            idx = client._pool.pick()
+            conn = client._conns[idx]
+            requests: queue.Queue = queue.Queue()
+            requests.put(self._state.create_request())
+            self._requests = requests
+            try:
+                generation = client._auth.generation
+                md = (client._token_metadata(True, client._deadline(_UNSET)) or ()) \
+                    + self._md_extra
+                call = conn.stubs().Watch.Watch(iter(requests.get, None), metadata=md)
+                with self._lock:
+                    self._call = call
+                if self._closed.is_set():
+                    call.cancel()
+                for resp in call:
+                    out = self._state.handle(resp, conn.endpoint.url)
+                    if resp.created:
+                        failures = 0
+                        reauthed = False
+                        client._pool.succeeded(idx)
+                        self._created.set()
+                    if out is not None and not self._put(out):
+                        return
+                # the server ended the stream: make it again
+                if self._closed.is_set():
+                    return
+                client._pool.failed(idx)
+            except grpc.RpcError as e:
+                if self._closed.is_set():
+                    return
+                code, details = e.code(), e.details() or ""
+                if (details in R._REAUTH_MESSAGES and client._auth.has_credentials
+                        and not reauthed):
+                    reauthed = True
+                    try:
+                        client._reauthenticate(generation, client._deadline(_UNSET))
+                    except errors.EtcdError as err:
+                        self._fail(err)
+                        return
+                    continue
+                if not R.watch_should_reconnect(code, details):
+                    self._fail(errors.from_status(code, details, conn.endpoint.url))
+                    return
+                client._pool.failed(idx)
+                log.debug("watch stream to %s broke (%s: %s); resuming at revision %d",
+                          conn.endpoint.url, code, details, self._state.next_revision)
+            except (errors.Unavailable, errors.Timeout) as e:
+                # no leader (cancel reason), or no endpoint answered the authentication
+                if self._closed.is_set():
+                    return
+                client._pool.failed(idx)
+                log.debug("watch on %s: %s; resuming at revision %d", conn.endpoint.url, e,
+                          self._state.next_revision)
+            except (errors.PermissionDenied, errors.InvalidAuthToken, errors.UserEmpty) as e:
+                # etcd answers a watch made with a stale token "permission denied":
+                # authenticate again, once, before believing it
+                if self._closed.is_set():
+                    return
+                if not client._auth.has_credentials or reauthed:
+                    self._fail(e)
+                    return
+                reauthed = True
+                try:
+                    client._reauthenticate(generation, client._deadline(_UNSET))
+                except errors.EtcdError as err:
+                    self._fail(err)
+                    return
+                continue
+            except errors.EtcdError as e:   # compacted, canceled, auth trouble
+                self._fail(e)
+                return
+            except ValueError:   # channel closed: client closing
+                return
+            finally:
+                requests.put(None)
+                with self._lock:
+                    self._call = None
+            failures += 1
+            pause = R.backoff((failures + len(client._pool) - 1) // len(client._pool))
+            if self._closed.wait(pause if failures >= len(client._pool) else 0.0):
+                return
+
+    def _shutdown(self, join: bool = True) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._client._unregister(self)
+            with self._lock:
+                call = self._call
+            if call is not None:
+                call.cancel()
+            q = self._requests
+            if q is not None:
+                q.put(None)
+            self._created.set()
+        if join:
+            self._join()
+
+    def _join(self) -> None:
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        # wake a consumer blocked in get() (when the buffer is full, the consumer is
+        # not blocked: it finds the watch closed once it has drained the buffer)
+        try:
+            self._queue.put_nowait(_CLOSED)
+        except queue.Full:
+            pass
+
+
+class _Stop(Exception):
+    pass
+
+
