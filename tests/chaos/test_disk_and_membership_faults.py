@@ -47,6 +47,7 @@ def _short_run(schedule: list[str]) -> Report:
     return rep
 
 
+@pytest.mark.long
 def test_short_run_repairs_a_torn_tail_and_refuses_a_damaged_wal():
     summary = _short_run(["torn-tail", "wal-bitflip"]).summary()
     assert "torn-tail: repaired and started: 1" in summary
@@ -54,6 +55,7 @@ def test_short_run_repairs_a_torn_tail_and_refuses_a_damaged_wal():
     assert "members replaced (remove, wipe, add): 1" in summary
 
 
+@pytest.mark.long
 def test_short_run_refuses_a_damaged_snapshot_and_replaces_members():
     summary = _short_run(["snapshot-bitflip", "member-replace"]).summary()
     assert "snapshot-bitflip: detected, refused to start: 1" in summary

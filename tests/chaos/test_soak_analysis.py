@@ -7,6 +7,8 @@ import os
 import random
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from soak import (RSS_SLOPE_LIMIT, Report, Sample, Soak, WatchTally, expected_range,  # noqa: E402
@@ -139,6 +141,7 @@ def test_the_report_fails_on_any_failure():
 
 # ---------------------------------------------------------------------------- a real run
 
+@pytest.mark.long
 def test_short_soak_run():
     """About 20 s: 200 watchers, 100 leases, 50 puts/s for 8 s, and the four slow
     consumers (1 s slow-consumer timeout, so their cancels come within the run)."""
