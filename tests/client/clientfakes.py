@@ -108,7 +108,8 @@ class DroppingServer:
 
 
 class TcpProxy:
-    """127.0.0.1:port -> upstream, until cut()."""
+    """127.0.0.1:port -> upstream. pause() drops every connection and closes new ones at
+    once (the member looks unreachable) until resume(); cut() also stops listening."""
 
     def __init__(self, upstream_url: str):
         host, port = upstream_url.rsplit("//", 1)[-1].rsplit(":", 1)
@@ -120,7 +121,7 @@ class TcpProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
-        self._cut = False
+        self._paused = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -129,6 +130,11 @@ class TcpProxy:
                 down, _ = self._sock.accept()
             except OSError:
                 return
+            with self._lock:
+                paused = self._paused
+            if paused:
+                down.close()
+                continue
             try:
                 up = socket.create_connection(self._upstream, timeout=5)
                 up.settimeout(None)
@@ -136,10 +142,6 @@ class TcpProxy:
                 down.close()
                 continue
             with self._lock:
-                if self._cut:
-                    down.close()
-                    up.close()
-                    return
                 self._socks += [down, up]
             for a, b in ((down, up), (up, down)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
@@ -160,17 +162,24 @@ class TcpProxy:
             except OSError:
                 pass
 
-    def cut(self) -> None:
-        """Drop every connection and refuse new ones."""
+    def pause(self) -> None:
         with self._lock:
-            self._cut = True
-            socks = list(self._socks)
-        self._sock.close()
+            self._paused = True
+            socks, self._socks = self._socks, []
         for s in socks:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             s.close()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones."""
+        self.pause()
+        self._sock.close()
 
     close = cut

@@ -2,6 +2,7 @@
 a module name of its own, since every test directory has a conftest)."""
 from __future__ import annotations
 
+import os
 import time
 
 from servers import Cluster, EtcdProcess, FastkvProcess
@@ -46,3 +47,26 @@ def wait_for(fn, what: str, timeout: float = 15.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+DOC_ENDPOINT = "http://127.0.0.1:2379"
+
+
+def run_doc_blocks(path: str, url: str, name: str, at_least: int = 10) -> str:
+    """Run every ```python block of a docs page, in order, in one namespace, with the
+    page's endpoint replaced by `url`; returns what they printed. (Blocks fenced ```py
+    are shown only: several members, TLS files, other processes.)"""
+    import contextlib
+    import io
+    import re
+    with open(path) as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+    assert len(blocks) >= at_least
+    namespace: dict = {"__name__": name}
+    out = io.StringIO()
+    rel = os.path.relpath(path, os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    for i, block in enumerate(blocks):
+        code = compile(block.replace(DOC_ENDPOINT, url), f"{rel} block {i + 1}", "exec")
+        with contextlib.redirect_stdout(out):
+            exec(code, namespace)   # noqa: S102 - our own documentation
+    return out.getvalue()

@@ -1,0 +1,208 @@
+"""What the recipes share: their errors, key names, deadlines, and waiting for a key
+to be deleted (or put) with a watch instead of polling.
+
+Every wait follows one shape: read the state, and if it is not the wanted one, watch
+from the revision right after that read (so no change in between is missed) until a
+change that may have made it so; then read again. A watch whose start revision was
+compacted meanwhile just sends us back to reading.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from fastkv.client import errors
+from fastkv.client._requests import KeyLike, to_bytes
+from fastkv.client._types import Event
+
+__all__ = ["RecipeError", "LockLost", "NotLeader", "TooManyClients", "STMConflict",
+           "NoInstanceAvailable"]
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+class RecipeError(errors.EtcdError):
+    """Base class of the errors the recipes raise themselves."""
+
+
+class LockLost(RecipeError):
+    """The lock is no longer ours: its key is gone or was made again (its lease
+    expired, it was revoked, someone deleted the key). A fenced write was refused,
+    or the lease was lost while waiting for the lock."""
+
+
+class NotLeader(RecipeError):
+    """This Election is not (or no longer) the leader (etcd's ErrElectionNotLeader)."""
+
+
+class TooManyClients(RecipeError):
+    """More participants entered a DoubleBarrier than its count (etcd's
+    ErrTooManyClients)."""
+
+
+class STMConflict(RecipeError):
+    """An STM transaction was still conflicting after ``max_retries`` attempts."""
+
+
+class NoInstanceAvailable(RecipeError, LookupError):
+    """A picker was asked for an instance of a service that has none."""
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+def name_prefix(name: KeyLike) -> bytes:
+    """``name`` + ``/``: the prefix under which a recipe keeps its keys (etcd's
+    concurrency package appends the ``/`` the same way)."""
+    b = to_bytes(name, "name")
+    if not b:
+        raise ValueError("a recipe needs a non-empty name")
+    return b + b"/"
+
+
+def lease_key(prefix: bytes, lease_id: int) -> bytes:
+    """etcd's ``fmt.Sprintf("%s%x", pfx, leaseID)``: the key of one session."""
+    return prefix + format(lease_id, "x").encode()
+
+
+def unique_suffix() -> bytes:
+    """etcd contrib/recipes' unique key suffix: the time in nanoseconds (``%v`` of
+    ``time.Now().UnixNano()``). Made unique by a create-if-absent transaction."""
+    return str(time.time_ns()).encode()
+
+
+def lease_id_of(lease) -> int:
+    """A Lease/AsyncLease object or a lease ID."""
+    lid = getattr(lease, "id", lease)
+    if not isinstance(lid, int) or isinstance(lid, bool) or lid <= 0:
+        raise ValueError(f"not a lease or a lease ID: {lease!r}")
+    return lid
+
+
+# ---- deadlines ------------------------------------------------------------------------------
+
+#: how often a wait wakes up to run its check (e.g. "is my lease still alive?")
+CHECK_EVERY = 0.5
+
+
+class Deadline:
+    """A point in time from ``timeout`` seconds (None: never)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, timeout: float | None):
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 (or None)")
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(self.at - time.monotonic(), 0.0)
+
+    def expired(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+    def step(self, most: float = CHECK_EVERY) -> float:
+        """How long the next bounded wait may last."""
+        r = self.remaining()
+        return most if r is None else min(r, most)
+
+
+#: what a wait returns when the state must simply be read again (the watch's start
+#: revision was compacted: the change we waited for may already have happened)
+RECHECK = object()
+
+
+def is_put(ev: Event) -> bool:
+    return ev.is_put
+
+
+def is_delete(ev: Event) -> bool:
+    return ev.is_delete
+
+
+# ---- waiting: blocking client ---------------------------------------------------------------
+
+def wait_event(client, key: bytes, after_revision: int, deadline: Deadline,
+               wanted: Callable[[Event], bool], *, prefix: bool = False,
+               check: Callable[[], None] | None = None):
+    """Watch ``key`` (or the prefix) from ``after_revision + 1`` for the first event
+    ``wanted`` accepts: that Event, None when the deadline passed, or RECHECK.
+    ``check()`` runs every CHECK_EVERY seconds (it may raise to give up)."""
+    try:
+        w = client.watch(key, prefix=prefix, start_revision=after_revision + 1)
+    except errors.WatchCompacted:
+        return RECHECK
+    with w:
+        while True:
+            if deadline.expired():
+                return None
+            try:
+                ev = w.get(timeout=deadline.step())
+            except TimeoutError:
+                if check is not None:
+                    check()
+                continue
+            except errors.WatchCompacted:
+                return RECHECK
+            if wanted(ev):
+                return ev
+
+
+def wait_deletes(client, prefix: bytes, max_create_revision: int, deadline: Deadline,
+                 check: Callable[[], None] | None = None) -> bool:
+    """etcd's waitDeletes: wait until no key under ``prefix`` was created at or before
+    ``max_create_revision``. Each round watches only the newest such key (the one just
+    before us in the line), so a release wakes one waiter, not all of them. False when
+    the deadline passed."""
+    while True:
+        if check is not None:
+            check()
+        r = client.range(prefix, prefix=True, sort_target="create", sort_order="descend",
+                         limit=1, max_create_revision=max_create_revision)
+        if not r.kvs:
+            return True
+        got = wait_event(client, r.kvs[0].key, r.revision, deadline, is_delete, check=check)
+        if got is None:
+            return False
+
+
+# ---- waiting: asyncio client ----------------------------------------------------------------
+
+async def await_event(client, key: bytes, after_revision: int, deadline: Deadline,
+                      wanted: Callable[[Event], bool], *, prefix: bool = False,
+                      check: Callable[[], None] | None = None):
+    """:func:`wait_event` for an AsyncClient."""
+    try:
+        w = await client.watch(key, prefix=prefix, start_revision=after_revision + 1)
+    except errors.WatchCompacted:
+        return RECHECK
+    async with w:
+        while True:
+            if deadline.expired():
+                return None
+            try:
+                ev = await w.get(timeout=deadline.step())
+            except TimeoutError:
+                if check is not None:
+                    check()
+                continue
+            except errors.WatchCompacted:
+                return RECHECK
+            if wanted(ev):
+                return ev
+
+
+async def await_deletes(client, prefix: bytes, max_create_revision: int, deadline: Deadline,
+                        check: Callable[[], None] | None = None) -> bool:
+    """:func:`wait_deletes` for an AsyncClient."""
+    while True:
+        if check is not None:
+            check()
+        r = await client.range(prefix, prefix=True, sort_target="create",
+                               sort_order="descend", limit=1,
+                               max_create_revision=max_create_revision)
+        if not r.kvs:
+            return True
+        got = await await_event(client, r.kvs[0].key, r.revision, deadline, is_delete,
+                                check=check)
+        if got is None:
+            return False
