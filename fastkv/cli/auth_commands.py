@@ -3,7 +3,9 @@
 Each command builds the gateway request clientv3's Auth API would send
 (/v3/auth/...), and prints etcdctl's answer: ``simple`` as printer_simple.go,
 ``json`` as ``json.Marshal`` of the response protobuf (header fields as numbers,
-bytes as base64, the permission type as its number, zero values left out).
+bytes as base64, the permission type as its number, zero values left out),
+``fields`` as printer_fields.go (the header; a role's permissions, the role list;
+none for user get/list, as 3.4) and ``protobuf`` as the Auth*Response message.
 Messages, argument checks and exit codes are etcdctl's (ctlv3/command/
 user_command.go, role_command.go, auth_command.go).
 
@@ -74,15 +76,41 @@ def _json(ctx, resp: dict, *fields) -> None:
 
 
 def _json_wanted(ctx) -> bool:
-    """JSON or simple; etcdctl 3.4 prints the auth answers in no other format."""
+    """JSON or simple; for the answers etcdctl 3.4 prints in no other format."""
     if ctx.format not in ("json", "simple"):
         ctx.display.unsupported()
     return ctx.format == "json"
 
 
-def _done(ctx, resp: dict, simple: str) -> int:
-    """Print a change's answer: etcdctl's sentence, or the response as JSON."""
-    if _json_wanted(ctx):
+def _fields_header(ctx, resp: dict) -> None:
+    h = resp.get("header") or {}
+    for name, f in (("ClusterID", "cluster_id"), ("MemberID", "member_id"), ("Revision", "revision"),
+                    ("RaftTerm", "raft_term")):
+        _out(ctx, f'"{name}" : {int(h.get(f, 0))}\n')
+
+
+def _other_format(ctx, resp: dict, pb: str, fields=None) -> bool:
+    """-w fields (the header, then ``fields(resp)``'s lines; None: etcdctl's fields printer
+    has none for this answer), -w protobuf (the Auth*Response message) or -w table
+    (etcdctl has none): True if printed."""
+    if ctx.format == "fields" and fields is not None:
+        _fields_header(ctx, resp)
+        fields(resp)
+        return True
+    if ctx.format == "protobuf":
+        ctx.display._pb(resp, pb)
+        return True
+    if ctx.format not in ("json", "simple"):
+        ctx.display.unsupported()
+    return False
+
+
+def _done(ctx, resp: dict, simple: str, pb: str) -> int:
+    """Print a change's answer: etcdctl's sentence, the response as JSON, its header as
+    fields, or the message in protobuf."""
+    if _other_format(ctx, resp, pb, lambda r: None):
+        return 0
+    if ctx.format == "json":
         _json(ctx, resp)
     else:
         _out(ctx, simple + "\n")
@@ -165,7 +193,7 @@ def cmd_user_add(ctx, args: list[str], v: dict) -> int:
             raise m.Exit(m.EXIT_BAD_ARGS, "empty user name is not allowed")
     body["name"] = user
     body["password"] = password
-    return _done(ctx, _call(ctx, "/v3/auth/user/add", body), f"User {user} created")
+    return _done(ctx, _call(ctx, "/v3/auth/user/add", body), f"User {user} created", "AuthUserAddResponse")
 
 
 def cmd_user_delete(ctx, args: list[str], v: dict) -> int:
@@ -173,7 +201,7 @@ def cmd_user_delete(ctx, args: list[str], v: dict) -> int:
     if len(args) != 1:
         raise m.Exit(m.EXIT_BAD_ARGS, "user delete command requires user name as its argument")
     resp = _call(ctx, "/v3/auth/user/delete", {"name": args[0]})
-    return _done(ctx, resp, f"User {args[0]} deleted")
+    return _done(ctx, resp, f"User {args[0]} deleted", "AuthUserDeleteResponse")
 
 
 def cmd_user_get(ctx, args: list[str], v: dict) -> int:
@@ -189,7 +217,9 @@ def cmd_user_get(ctx, args: list[str], v: dict) -> int:
             _out(ctx, "\n")
             _print_role(ctx, role, _call(ctx, "/v3/auth/role/get", {"role": role}))
         return 0
-    if _json_wanted(ctx):
+    if _other_format(ctx, resp, "AuthUserGetResponse"):
+        return 0
+    if ctx.format == "json":
         _json(ctx, resp, "roles")
     else:
         _out(ctx, f"User: {name}\nRoles:" + "".join(f" {r}" for r in roles) + "\n")
@@ -201,7 +231,9 @@ def cmd_user_list(ctx, args: list[str], v: dict) -> int:
     if args:
         raise m.Exit(m.EXIT_BAD_ARGS, "user list command requires no arguments")
     resp = _call(ctx, "/v3/auth/user/list", {})
-    if _json_wanted(ctx):
+    if _other_format(ctx, resp, "AuthUserListResponse"):
+        return 0
+    if ctx.format == "json":
         _json(ctx, resp, "users")
     else:
         _out(ctx, "".join(f"{u}\n" for u in resp.get("users") or []))
@@ -214,7 +246,7 @@ def cmd_user_passwd(ctx, args: list[str], v: dict) -> int:
         raise m.Exit(m.EXIT_BAD_ARGS, "user passwd command requires user name as its argument")
     password = _read_new_password(ctx, args[0], v["interactive"])
     resp = _call(ctx, "/v3/auth/user/changepw", {"name": args[0], "password": password})
-    return _done(ctx, resp, "Password updated")
+    return _done(ctx, resp, "Password updated", "AuthUserChangePasswordResponse")
 
 
 def cmd_user_grant_role(ctx, args: list[str], v: dict) -> int:
@@ -223,7 +255,7 @@ def cmd_user_grant_role(ctx, args: list[str], v: dict) -> int:
         raise m.Exit(m.EXIT_BAD_ARGS,
                      "user grant command requires user name and role name as its argument")
     resp = _call(ctx, "/v3/auth/user/grant", {"user": args[0], "role": args[1]})
-    return _done(ctx, resp, f"Role {args[1]} is granted to user {args[0]}")
+    return _done(ctx, resp, f"Role {args[1]} is granted to user {args[0]}", "AuthUserGrantRoleResponse")
 
 
 def cmd_user_revoke_role(ctx, args: list[str], v: dict) -> int:
@@ -232,7 +264,7 @@ def cmd_user_revoke_role(ctx, args: list[str], v: dict) -> int:
         raise m.Exit(m.EXIT_BAD_ARGS,
                      "user revoke-role requires user name and role name as its argument")
     resp = _call(ctx, "/v3/auth/user/revoke", {"name": args[0], "role": args[1]})
-    return _done(ctx, resp, f"Role {args[1]} is revoked from user {args[0]}")
+    return _done(ctx, resp, f"Role {args[1]} is revoked from user {args[0]}", "AuthUserRevokeRoleResponse")
 
 
 # -- role ---------------------------------------------------------------------------
@@ -242,9 +274,20 @@ def _perm_type(p: dict) -> int:
     return PERM_TYPES.get(t, 0) if isinstance(t, str) else int(t)
 
 
+def _role_fields(ctx, resp: dict) -> None:
+    from fastkv.cli.v2.gostd import quote
+    names = {v: k for k, v in PERM_TYPES.items()}
+    for p in resp.get("perm") or []:
+        _out(ctx, f'"PermType" :  {names.get(_perm_type(p), _perm_type(p))}\n')
+        _out(ctx, f'"Key" : {quote(_text(b64(p.get("key"))))}\n')
+        _out(ctx, f'"RangeEnd" : {quote(_text(b64(p.get("range_end"))))}\n')
+
+
 def _print_role(ctx, role: str, resp: dict) -> None:
     perms = resp.get("perm") or []
-    if _json_wanted(ctx):
+    if _other_format(ctx, resp, "AuthRoleGetResponse", lambda r: _role_fields(ctx, r)):
+        return
+    if ctx.format == "json":
         out: dict = {}
         h = header_fields(resp.get("header"))
         if h:
@@ -284,7 +327,7 @@ def cmd_role_add(ctx, args: list[str], v: dict) -> int:
     if len(args) != 1:
         raise m.Exit(m.EXIT_BAD_ARGS, "role add command requires role name as its argument")
     return _done(ctx, _call(ctx, "/v3/auth/role/add", {"name": args[0]}),
-                 f"Role {args[0]} created")
+                 f"Role {args[0]} created", "AuthRoleAddResponse")
 
 
 def cmd_role_delete(ctx, args: list[str], v: dict) -> int:
@@ -292,7 +335,7 @@ def cmd_role_delete(ctx, args: list[str], v: dict) -> int:
     if len(args) != 1:
         raise m.Exit(m.EXIT_BAD_ARGS, "role delete command requires role name as its argument")
     return _done(ctx, _call(ctx, "/v3/auth/role/delete", {"role": args[0]}),
-                 f"Role {args[0]} deleted")
+                 f"Role {args[0]} deleted", "AuthRoleDeleteResponse")
 
 
 def cmd_role_get(ctx, args: list[str], v: dict) -> int:
@@ -308,7 +351,13 @@ def cmd_role_list(ctx, args: list[str], v: dict) -> int:
     if args:
         raise m.Exit(m.EXIT_BAD_ARGS, "role list command requires no arguments")
     resp = _call(ctx, "/v3/auth/role/list", {})
-    if _json_wanted(ctx):
+
+    def roles_field(r: dict) -> None:
+        from fastkv.cli.v2.gostd import quote
+        _out(ctx, '"Roles" :' + "".join(" " + quote(x) for x in r.get("roles") or []) + "\n")
+    if _other_format(ctx, resp, "AuthRoleListResponse", roles_field):
+        return 0
+    if ctx.format == "json":
         _json(ctx, resp, "roles")
     else:
         _out(ctx, "".join(f"{r}\n" for r in resp.get("roles") or []))
@@ -354,7 +403,7 @@ def cmd_role_grant_permission(ctx, args: list[str], v: dict) -> int:
     if end:
         body_perm["range_end"] = m.b64e(end)
     resp = _call(ctx, "/v3/auth/role/grant", {"name": args[0], "perm": body_perm})
-    return _done(ctx, resp, f"Role {args[0]} updated")
+    return _done(ctx, resp, f"Role {args[0]} updated", "AuthRoleGrantPermissionResponse")
 
 
 def cmd_role_revoke_permission(ctx, args: list[str], v: dict) -> int:
@@ -367,7 +416,9 @@ def cmd_role_revoke_permission(ctx, args: list[str], v: dict) -> int:
     if end:
         body["range_end"] = m.b64e(end)
     resp = _call(ctx, "/v3/auth/role/revoke", body)
-    if _json_wanted(ctx):
+    if _other_format(ctx, resp, "AuthRoleRevokePermissionResponse", lambda r: None):
+        return 0
+    if ctx.format == "json":
         _json(ctx, resp)
         return 0
     role, shown = args[0].encode("utf-8", "surrogateescape"), args[1].encode("utf-8",

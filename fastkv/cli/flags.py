@@ -14,14 +14,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from fastkv.cli.tabwriter import tabwrite as _tabwrite
+
 
 class EnvConflict(Exception):
     """An ETCDCTL_* variable and its command-line flag were both given (etcdctl refuses)."""
 
-    def __init__(self, variable: str):
+    def __init__(self, variable: str, warnings: list[str] | None = None):
         super().__init__(f'conflicting environment variable "{variable}" is shadowed by corresponding '
                          "command-line flag (either unset environment variable or disable flag)")
         self.variable = variable
+        self.warnings = warnings or []   # the warnings for the variables before it
 
 
 class UsageError(Exception):
@@ -137,6 +140,10 @@ class Command:
     subcommands: list["Command"] = field(default_factory=list)
     description: str = ""
     parent: "Command | None" = None
+    # False for the commands etcdctl runs without building a client (version, help,
+    # completion, snapshot status/restore): ETCDCTL_* variables are not read for them
+    uses_env: bool = True
+    env_names: tuple[str, ...] = ()   # other ETCDCTL_* variables it reads (no warning for them)
 
     def __post_init__(self):
         for sub in self.subcommands:
@@ -148,34 +155,55 @@ class Command:
     def sub(self, name: str) -> "Command | None":
         return next((c for c in self.subcommands if c.name == name), None)
 
-
-def _tab_block(rows: list[tuple[str, str]]) -> str:
-    """Go tabwriter with tab padding: every first column padded with tabs to one tab stop."""
-    if not rows:
-        return ""
-    width = max(len(label) for label, _ in rows)
-    stop = (width // 8 + 1) * 8
-    out = []
-    for label, text in rows:
-        tabs = max(1, -(-(stop - len(label)) // 8))
-        out.append(label + "\t" * tabs + text)
-    return "\n".join(out) + "\n"
+    def walk(self):
+        """This command's subcommands and theirs, depth first, sorted by name (cobra's order)."""
+        for c in sorted(self.subcommands, key=lambda c: c.name):
+            yield c
+            yield from c.walk()
 
 
-def usage_text(cmd: Command, global_flags: list[Flag], program: str) -> str:
-    """etcdctl's usage template (NAME, USAGE, DESCRIPTION, COMMANDS, OPTIONS, GLOBAL OPTIONS)."""
-    local = cmd.flags + [Flag("help", "bool", False, f"help for {cmd.name}", "h")]
+def tabwrite(text: str) -> str:
+    """Go's text/tabwriter as etcdctl sets it up for usage (minwidth 0, tabwidth 8,
+    padding 1, padded with tabs)."""
+    return _tabwrite(text, minwidth=0, tabwidth=8, padding=1, pad_with_tabs=True)
+
+
+def flag_rows(flags: list[Flag]) -> str:
+    return "".join(f"{f.label()}\t{f.usage}\n" for f in sorted(flags, key=lambda f: f.name))
+
+
+def usage_text(cmd: Command, global_flags: list[Flag], program: str, version: str = "",
+               api_version: str = "", help_flag: bool = True) -> str:
+    """etcdctl's usage template (pkg/cobrautl/help.go): NAME, USAGE, VERSION (the root),
+    API VERSION and COMMANDS (every runnable command below, by path), DESCRIPTION,
+    OPTIONS, GLOBAL OPTIONS; the whole text through one tabwriter."""
+    # a flag a parent group defines too is the group's persistent flag (endpoint --cluster):
+    # inherited, so shown with the global ones
+    inherited = list(global_flags)
+    up = cmd.parent
+    while up is not None and up.parent is not None:
+        inherited += [f for f in up.flags if f.name not in {g.name for g in inherited}]
+        up = up.parent
+    names = {f.name for f in inherited}
+    local = [f for f in cmd.flags if f.name not in names]
+    if help_flag:   # cobra adds -h to the command it runs (`help x` shows x's usage without it)
+        local.append(Flag("help", "bool", False, f"help for {cmd.name}", "h"))
+    if cmd.parent is None:
+        local = global_flags + local
     parts = ["NAME:\n", f"\t{cmd.path()} - {cmd.short}\n", "\n", "USAGE:\n",
-             f"\t{program} {cmd.usage}\n" if cmd.parent else f"\t{cmd.usage}\n", "\n"]
-    if cmd.description:
-        parts += ["DESCRIPTION:\n"] + [f"\t{line}\n" for line in cmd.description.split("\n")] + ["\n"]
+             f"\t{program} {cmd.usage}\n" if cmd.parent else f"\t{cmd.usage}\n"]
+    if cmd.parent is None:
+        parts += ["\nVERSION:\n", f"\t{version}\n"]
     if cmd.subcommands:
-        parts += ["COMMANDS:\n", _tab_block([(f"\t{c.name}", c.short) for c in cmd.subcommands]), "\n"]
-    parts += ["OPTIONS:\n", _tab_block([(f.label(), f.usage) for f in sorted(local, key=lambda f: f.name)]), "\n"]
+        parts += ["\nAPI VERSION:\n", f"\t{api_version}\n", "\n\nCOMMANDS:\n"]
+        prefix = cmd.path() + " " if cmd.parent else ""
+        parts += [f"\t{c.path()[len(prefix):]}\t{c.short}\n" for c in cmd.walk() if c.run is not None]
+    if cmd.description:
+        parts += ["\nDESCRIPTION:\n"] + [f"\t{line}\n" for line in cmd.description.strip("\n\t ").split("\n")]
+    parts += ["\nOPTIONS:\n", flag_rows(local)]
     if cmd.parent:
-        parts += ["GLOBAL OPTIONS:\n",
-                  _tab_block([(f.label(), f.usage) for f in sorted(global_flags, key=lambda f: f.name)])]
-    return "".join(parts) + "\n"
+        parts += ["\nGLOBAL OPTIONS:\n", flag_rows(inherited)]
+    return tabwrite("".join(parts) + "\n")
 
 
 @dataclass
@@ -184,6 +212,7 @@ class Parsed:
     args: list[str]
     values: dict[str, Any]
     given: set[str]
+    env_warnings: list[str] = field(default_factory=list)
 
 
 def parse(root: Command, global_flags: list[Flag], argv: list[str],
@@ -276,13 +305,35 @@ def _parse(root, global_flags, argv, env, env_prefix) -> Parsed:
     for f in cmd.flags:
         values.setdefault(f.name, f.default)
     values.setdefault("help", False)
-    for f in global_flags:
-        key = f"{env_prefix}_{f.name.upper().replace('-', '_')}"
-        if f.name in given and env.get(key):
-            raise EnvConflict(key)
+    warnings: list[str] = []
+    if cmd.uses_env and cmd.run is not None and not values["help"]:   # only a client reads them
+        warnings = _read_env(cmd, global_flags, values, given, env, env_prefix)
+    return Parsed(cmd, positional, values, given, warnings)
+
+
+def env_name(prefix: str, flag: str) -> str:
+    return f"{prefix}_{flag.upper().replace('-', '_')}"
+
+
+def _read_env(cmd, global_flags, values, given, env, env_prefix) -> list[str]:
+    """etcdctl's SetPflagsFromEnv on the global flags: a non-empty variable sets a flag not
+    given on the command line (a value that does not parse is ignored, as etcdctl ignores
+    the error); then, in the environment's order, a variable whose flag was given stops
+    the program (even an empty one), and any other unknown <PREFIX>_* gets a warning."""
+    by_key = {env_name(env_prefix, f.name): f for f in global_flags}
+    for key, f in by_key.items():
         if f.name not in given and env.get(key):
             try:
                 values[f.name] = f.parse(env[key])
-            except ValueError as e:
-                raise UsageError(f'invalid value "{env[key]}" for {key}: {e}', cmd) from None
-    return Parsed(cmd, positional, values, given)
+            except ValueError:
+                pass
+    warnings = []
+    for key, val in env.items():
+        f = by_key.get(key)
+        if f is not None:
+            if f.name in given:
+                raise EnvConflict(key, warnings)
+            continue
+        if key.startswith(env_prefix + "_") and key not in cmd.env_names and key != env_prefix + "_API":
+            warnings.append(f"unrecognized environment variable {key}={val}")
+    return warnings

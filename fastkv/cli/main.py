@@ -17,11 +17,18 @@ import time
 
 from fastkv.cli import flags as fl
 from fastkv.cli.auth_commands import AUTH_COMMAND, ROLE_COMMAND, USER_COMMAND
+from fastkv.cli.check_commands import CHECK_COMMAND
+from fastkv.cli.completion import COMPLETION_COMMAND
+from fastkv.cli.concurrency_commands import ELECT_COMMAND, LOCK_COMMAND
+from fastkv.cli.help_command import HELP_COMMAND
+from fastkv.cli.migrate_command import MIGRATE_COMMAND
+from fastkv.cli.mirror_command import MAKE_MIRROR_COMMAND
 from fastkv.cli.cluster_commands import (ALARM_COMMAND, COMPACTION_COMMAND, DEFRAG_COMMAND,
                                       ENDPOINT_COMMAND, MEMBER_COMMAND, MOVE_LEADER_COMMAND)
 from fastkv.cli.printer import FORMATS, KNOWN_FORMATS, new_printer
 from fastkv.cli.snapshot_commands import SNAPSHOT_COMMAND
 from fastkv.cli.transport import ClientError, GatewayClient, RPCError
+from fastkv.cli.txn_command import TXN_COMMAND
 from fastkv.keyrange import prefix_end
 
 PROGRAM = "etcdctl"  # cobra's root name appears in usage; keep etcdctl's wording
@@ -94,11 +101,21 @@ class Context:
     def client(self) -> GatewayClient:
         if self._client is None:
             v = self.values
+            if v.get("debug"):
+                debug_dump(v)
             endpoints = self._discovered() or [e for e in v["endpoints"] if e.strip()]
             ctx = None
             if v["cacert"] or v["cert"] or v["insecure-skip-tls-verify"] or \
                     not v["insecure-transport"] or \
                     any(e.strip().startswith("https://") for e in endpoints):
+                for path in (v["cert"], v["key"], v["cacert"]):   # the order Go's tlsutil reads them
+                    if path:
+                        try:
+                            with open(path, "rb"):
+                                pass
+                        except OSError as e:   # as etcdctl: bad arguments (128), Go's wording
+                            why = os.strerror(e.errno) if e.errno else str(e)
+                            raise Exit(EXIT_BAD_ARGS, f"open {path}: {why[:1].lower()}{why[1:]}") from None
                 try:
                     ctx = ssl.create_default_context(cafile=v["cacert"] or None)
                     if v["cert"]:
@@ -165,6 +182,26 @@ class Context:
             self._client.close()
 
 
+def debug_dump(values: dict) -> None:
+    """--debug: etcdctl lists every global flag as its ETCDCTL_* variable on stderr (its
+    gRPC logging has no counterpart here). Unlike etcdctl, a password is not shown."""
+    from fastkv.cli.v2.gostd import format_duration
+    for f in sorted(GLOBAL_FLAGS, key=lambda f: f.name):
+        val = values.get(f.name, f.default)
+        if f.kind == "strings":
+            text = "[" + ",".join(val) + "]"
+        elif f.kind == "bool":
+            text = "true" if val else "false"
+        elif f.kind == "duration":
+            text = format_duration(round(val * 1e9))
+        else:
+            text = str(val)
+        if f.name == "password" and text:
+            text = "********"
+        sys.stderr.write(f"{fl.env_name('ETCDCTL', f.name)}={text}\n")
+    sys.stderr.flush()
+
+
 def call(ctx: Context, path: str, body: dict, exit_code: int = EXIT_ERROR, wrap: str = "%s") -> dict:
     try:
         return ctx.client().call(path, body)
@@ -174,7 +211,8 @@ def call(ctx: Context, path: str, body: dict, exit_code: int = EXIT_ERROR, wrap:
 
 # -- kv commands ---------------------------------------------------------------
 
-def cmd_put(ctx: Context, args: list[str], v: dict) -> int:
+def put_request(args: list[str], v: dict, read_stdin) -> dict:
+    """etcdctl's getPutOp: the PutRequest for ``put``'s arguments and flags (also a txn line's)."""
     if not args:
         raise Exit(EXIT_BAD_ARGS, "put command needs 1 argument and input from stdin or 2 arguments")
     if v["ignore-value"] and len(args) > 1:
@@ -184,7 +222,7 @@ def cmd_put(ctx: Context, args: list[str], v: dict) -> int:
         if len(args) > 1:
             value = arg_bytes(args[1])
         else:
-            value = ctx.stdin.read()
+            value = read_stdin()
             if not value:
                 raise Exit(EXIT_BAD_ARGS, "put command needs 1 argument and input from stdin or 2 arguments")
     try:
@@ -202,6 +240,11 @@ def cmd_put(ctx: Context, args: list[str], v: dict) -> int:
         body["ignore_value"] = True
     if v["ignore-lease"]:
         body["ignore_lease"] = True
+    return body
+
+
+def cmd_put(ctx: Context, args: list[str], v: dict) -> int:
+    body = put_request(args, v, ctx.stdin.read)
     ctx.display.put(call(ctx, "/v3/kv/put", body))
     return EXIT_SUCCESS
 
@@ -229,7 +272,8 @@ def range_body(key: str, range_end: str | None, prefix: bool, from_key: bool) ->
     return body
 
 
-def cmd_get(ctx: Context, args: list[str], v: dict) -> int:
+def get_request(args: list[str], v: dict) -> dict:
+    """etcdctl's getGetOp: the RangeRequest for ``get``'s arguments and flags."""
     if not args:
         raise Exit(EXIT_BAD_ARGS, "get command needs one argument as key and an optional argument as range_end")
     if v["prefix"] and v["from-key"]:
@@ -260,8 +304,13 @@ def cmd_get(ctx: Context, args: list[str], v: dict) -> int:
         body["serializable"] = True
     if v["keys-only"]:
         body["keys_only"] = True
-    if v["count-only"]:
+    if v.get("count-only"):
         body["count_only"] = True
+    return body
+
+
+def cmd_get(ctx: Context, args: list[str], v: dict) -> int:
+    body = get_request(args, v)
     if v["print-value-only"]:
         if ctx.format != "simple":
             raise Exit(EXIT_BAD_ARGS, "print-value-only is only for `--write-out=simple`")
@@ -270,7 +319,8 @@ def cmd_get(ctx: Context, args: list[str], v: dict) -> int:
     return EXIT_SUCCESS
 
 
-def cmd_del(ctx: Context, args: list[str], v: dict) -> int:
+def del_request(args: list[str], v: dict) -> dict:
+    """etcdctl's getDelOp: the DeleteRangeRequest for ``del``'s arguments and flags."""
     if not args or len(args) > 2:
         raise Exit(EXIT_BAD_ARGS, "del command needs one argument as key and an optional argument as range_end")
     if v["prefix"] and v["from-key"]:
@@ -280,6 +330,11 @@ def cmd_del(ctx: Context, args: list[str], v: dict) -> int:
     body = range_body(args[0], args[1] if len(args) > 1 else None, v["prefix"], v["from-key"])
     if v["prev-kv"]:
         body["prev_kv"] = True
+    return body
+
+
+def cmd_del(ctx: Context, args: list[str], v: dict) -> int:
+    body = del_request(args, v)
     ctx.display.delete(call(ctx, "/v3/kv/deleterange", body))
     return EXIT_SUCCESS
 
@@ -422,30 +477,55 @@ def cmd_version(ctx: Context, args: list[str], v: dict) -> int:
 
 # -- the command table ---------------------------------------------------------
 
+PUT_DESCRIPTION = """
+Puts the given key into the store.
+
+When <value> begins with '-', <value> is interpreted as a flag.
+Insert '--' for workaround:
+
+$ put <key> -- <value>
+$ put -- <key> <value>
+
+If <value> isn't given as a command line argument and '--ignore-value' is not specified,
+this command tries to read the value from standard input.
+
+If <lease> isn't given as a command line argument and '--ignore-lease' is not specified,
+this command tries to read the value from standard input.
+
+For example,
+$ cat file | put <key>
+will store the content of the file to <key>.
+"""
+
 F = fl.Flag
 GLOBAL_FLAGS = [
     F("endpoints", "strings", ["127.0.0.1:2379"], "gRPC endpoints"),
     F("discovery-srv", "string", "", "domain name to query for SRV records describing cluster endpoints", "d"),
     F("discovery-srv-name", "string", "", "service name to query when using DNS discovery"),
     F("insecure-discovery", "bool", True, "accept insecure SRV records describing cluster endpoints"),
-    F("write-out", "string", "simple", "set the output format (json, simple)", "w"),
+    F("debug", "bool", False, "enable client-side debug logging"),
+    F("write-out", "string", "simple", "set the output format (fields, json, protobuf, simple, table)", "w"),
     F("hex", "bool", False, "print byte strings as hex encoded strings"),
     F("dial-timeout", "duration", 2.0, "dial timeout for client connections"),
     F("command-timeout", "duration", 5.0, "timeout for short running command (excluding dial timeout)"),
+    # gRPC keepalive pings; the JSON gateway transport has none (accepted, shown by --debug)
+    F("keepalive-time", "duration", 2.0, "keepalive time for client connections"),
+    F("keepalive-timeout", "duration", 6.0, "keepalive timeout for client connections"),
     F("cacert", "string", "", "verify certificates of TLS-enabled secure servers using this CA bundle"),
     F("cert", "string", "", "identify secure client using this TLS certificate file"),
     F("key", "string", "", "identify secure client using this TLS key file"),
     F("insecure-skip-tls-verify", "bool", False,
       "skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)"),
     F("insecure-transport", "bool", True, "disable transport security for client connections"),
-    F("user", "string", "", "username[:password] for authentication"),
+    F("user", "string", "", "username[:password] for authentication (prompt if password is not supplied)"),
     F("password", "string", "",
       "password for authentication (if this option is used, --user option shouldn't include password)"),
 ]
 
 ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM} [flags]", subcommands=[
     fl.Command("put", "Puts the given key into the store",
-               "put [options] <key> <value> (<value> can also be given from stdin) [flags]", cmd_put, [
+               "put [options] <key> <value> (<value> can also be given from stdin) [flags]", cmd_put,
+               description=PUT_DESCRIPTION, flags=[
                    F("lease", "string", "0", "lease ID (in hexadecimal) to attach to the key"),
                    F("prev-kv", "bool", False, "return the previous key-value pair before modification"),
                    F("ignore-value", "bool", False, "updates the key using its current value"),
@@ -489,7 +569,7 @@ ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM
         fl.Command("timetolive", "Get lease information", "lease timetolive <leaseID> [options] [flags]",
                    cmd_lease_timetolive, [F("keys", "bool", False, "Get keys attached to this lease")]),
     ]),
-    fl.Command("version", "Prints the version of etcdctl", "version [flags]", cmd_version),
+    fl.Command("version", "Prints the version of etcdctl", "version [flags]", cmd_version, uses_env=False),
     USER_COMMAND,
     ROLE_COMMAND,
     AUTH_COMMAND,
@@ -500,6 +580,14 @@ ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM
     DEFRAG_COMMAND,
     MOVE_LEADER_COMMAND,
     SNAPSHOT_COMMAND,
+    TXN_COMMAND,
+    LOCK_COMMAND,
+    ELECT_COMMAND,
+    MAKE_MIRROR_COMMAND,
+    CHECK_COMMAND,
+    COMPLETION_COMMAND,
+    HELP_COMMAND,
+    MIGRATE_COMMAND,
 ])
 del F
 
@@ -535,21 +623,24 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         return EXIT_ERROR
     except fl.EnvConflict as e:
         # etcdctl's pkg/flags logs this at CRITICAL (capnslog format) and exits 1
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f".{int(time.time() * 1e6) % 1000000:06d}"
-        stderr.write(f"{stamp} C | pkg/flags: {e}\n")
+        for w in e.warnings:
+            capnslog(stderr, "W", w)
+        capnslog(stderr, "C", str(e))
         return EXIT_ERROR
     except fl.UsageError as e:
         # cobra: error, usage on stdout, blank line; then etcdctl's own ExitWithError
         cmd = e.command or ROOT
         stderr.write(f"Error: {e}\n")
-        stdout.write(fl.usage_text(cmd, GLOBAL_FLAGS, PROGRAM).encode())
+        stdout.write(usage(cmd).encode())
         stdout.flush()
         stderr.write("\n")
         error(str(e))
         return EXIT_ERROR
+    for w in parsed.env_warnings:
+        capnslog(stderr, "W", w)
     cmd = parsed.command
     if parsed.values["help"] or cmd.run is None:
-        stdout.write(fl.usage_text(cmd, GLOBAL_FLAGS, PROGRAM).encode())
+        stdout.write(usage(cmd).encode())
         stdout.flush()
         return EXIT_SUCCESS
     ctx = None
@@ -572,6 +663,18 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def usage(cmd: fl.Command, help_flag: bool = True) -> str:
+    return fl.usage_text(cmd, GLOBAL_FLAGS, PROGRAM, VERSION, API_VERSION, help_flag)
+
+
+def capnslog(stderr, level: str, message: str) -> None:
+    """A pkg/flags log line as etcdctl's capnslog prints it."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now * 1e6) % 1000000:06d}"
+    stderr.write(f"{stamp} {level} | pkg/flags: {message}\n")
+    stderr.flush()
 
 
 def _die_of_sigint() -> None:

@@ -54,6 +54,73 @@ def event_json(ev: dict) -> dict:
     return out
 
 
+def _with_header(resp: dict) -> dict:
+    h = header_fields(resp.get("header"))
+    return {"header": h} if h or "header" in resp else {}
+
+
+def range_json(resp: dict) -> dict:
+    out = _with_header(resp)
+    if resp.get("kvs"):
+        out["kvs"] = [kv_json(kv) for kv in resp["kvs"]]
+    if resp.get("more"):
+        out["more"] = True
+    if resp.get("count"):
+        out["count"] = resp["count"]
+    return out
+
+
+def put_json(resp: dict) -> dict:
+    out = _with_header(resp)
+    if resp.get("prev_kv"):
+        out["prev_kv"] = kv_json(resp["prev_kv"])
+    return out
+
+
+def delete_json(resp: dict) -> dict:
+    out = _with_header(resp)
+    if resp.get("deleted"):
+        out["deleted"] = resp["deleted"]
+    if resp.get("prev_kvs"):
+        out["prev_kvs"] = [kv_json(kv) for kv in resp["prev_kvs"]]
+    return out
+
+
+def txn_json(resp: dict) -> dict:
+    """json.Marshal of a TxnResponse: each ResponseOp's oneof as the Go struct shows it,
+    ``{"Response":{"ResponseRange":{...}}}``."""
+    out = _with_header(resp)
+    if resp.get("succeeded"):
+        out["succeeded"] = True
+    ops = []
+    for op in resp.get("responses", []):
+        if "response_range" in op:
+            ops.append({"Response": {"ResponseRange": range_json(op["response_range"])}})
+        elif "response_put" in op:
+            ops.append({"Response": {"ResponsePut": put_json(op["response_put"])}})
+        elif "response_delete_range" in op:
+            ops.append({"Response": {"ResponseDeleteRange": delete_json(op["response_delete_range"])}})
+        elif "response_txn" in op:
+            ops.append({"Response": {"ResponseTxn": txn_json(op["response_txn"])}})
+        else:
+            ops.append({})
+    if ops:
+        out["responses"] = ops
+    return out
+
+
+def txn_dispatch(printer, op: dict) -> None:
+    """One response of a txn through the printer's get/put/delete."""
+    if "response_range" in op:
+        printer.get(op["response_range"])
+    elif "response_put" in op:
+        printer.put(op["response_put"])
+    elif "response_delete_range" in op:
+        printer.delete(op["response_delete_range"])
+    else:
+        printer.out.write(b"unexpected response %r\n" % (op,))
+
+
 def hex_escape(b: bytes) -> bytes:
     return "".join(f"\\x{c:02x}" for c in b).encode()
 
@@ -76,7 +143,7 @@ class Printer:
         from fastkv.cli.main import EXIT_BAD_FEATURE, Exit   # main imports this module
         raise Exit(EXIT_BAD_FEATURE, f"{self.name} not supported as output format")
 
-    get = put = delete = watch = unsupported
+    get = put = delete = watch = txn = unsupported
     grant = revoke = keepalive = timetolive = leases = unsupported
     member_list = member_add = member_remove = member_update = member_promote = unsupported
     endpoint_health = endpoint_status = endpoint_hashkv = alarm = move_leader = unsupported
@@ -115,6 +182,12 @@ class SimplePrinter(Printer):
         self._line(str(resp.get("deleted", 0)).encode())
         for kv in resp.get("prev_kvs", []):
             self._kv(kv)
+
+    def txn(self, resp: dict) -> None:
+        self._line(b"SUCCESS" if resp.get("succeeded") else b"FAILURE")
+        for op in resp.get("responses", []):
+            self._line(b"")
+            txn_dispatch(self, op)
 
     def watch(self, resp: dict) -> None:
         for ev in resp.get("events", []):
@@ -211,28 +284,16 @@ class JSONPrinter(Printer):
         return {"header": h} if h or "header" in resp else {}
 
     def get(self, resp: dict, count_only: bool = False) -> None:
-        out = self._with_header(resp)
-        if resp.get("kvs"):
-            out["kvs"] = [kv_json(kv) for kv in resp["kvs"]]
-        if resp.get("more"):
-            out["more"] = True
-        if resp.get("count"):
-            out["count"] = resp["count"]
-        self._print(out)
+        self._print(range_json(resp))
 
     def put(self, resp: dict) -> None:
-        out = self._with_header(resp)
-        if resp.get("prev_kv"):
-            out["prev_kv"] = kv_json(resp["prev_kv"])
-        self._print(out)
+        self._print(put_json(resp))
 
     def delete(self, resp: dict) -> None:
-        out = self._with_header(resp)
-        if resp.get("deleted"):
-            out["deleted"] = resp["deleted"]
-        if resp.get("prev_kvs"):
-            out["prev_kvs"] = [kv_json(kv) for kv in resp["prev_kvs"]]
-        self._print(out)
+        self._print(delete_json(resp))
+
+    def txn(self, resp: dict) -> None:
+        self._print(txn_json(resp))
 
     def watch(self, resp: dict) -> None:
         self._print({
@@ -491,9 +552,78 @@ class TablePrinter(Printer):
 
 class FieldsPrinter(Printer):
     """``-w fields`` (printer_fields.go): one ``"Name" : value`` line per field, Go's
-    fmt.Println for the value (strings quoted with %q). Only the cluster commands so far."""
+    fmt.Println for the value (strings quoted with %q; --hex does not apply)."""
 
     name = "fields"
+
+    def _kv(self, pfx: str, kv: dict) -> None:
+        from fastkv.cli.v2.gostd import quote
+        text = lambda f: quote(b64(kv.get(f)).decode("utf-8", "surrogateescape"))  # noqa: E731
+        self._line(f"{pfx}Key", text("key"))
+        for name, f in (("CreateRevision", "create_revision"), ("ModRevision", "mod_revision"),
+                        ("Version", "version")):
+            self._line(pfx + name, kv.get(f, 0))
+        self._line(f"{pfx}Value", text("value"))
+        self._line(f"{pfx}Lease", kv.get("lease", 0))
+
+    def get(self, resp: dict, count_only: bool = False) -> None:
+        self._hdr(resp)
+        for kv in resp.get("kvs", []):
+            self._kv("", kv)
+        self._line("More", bool(resp.get("more")))
+        self._line("Count", resp.get("count", 0))
+
+    def put(self, resp: dict) -> None:
+        self._hdr(resp)
+        if resp.get("prev_kv"):
+            self._kv("Prev", resp["prev_kv"])
+
+    def delete(self, resp: dict) -> None:
+        self._hdr(resp)
+        self._line("Deleted", resp.get("deleted", 0))
+        for kv in resp.get("prev_kvs", []):
+            self._kv("Prev", kv)
+
+    def txn(self, resp: dict) -> None:
+        self._hdr(resp)
+        self._line("Succeeded", bool(resp.get("succeeded")))
+        for op in resp.get("responses", []):
+            txn_dispatch(self, op)
+
+    def watch(self, resp: dict) -> None:
+        self._hdr(resp)
+        for ev in resp.get("events", []):
+            self._line("Type", "DELETE" if ev.get("type") in ("DELETE", 1) else "PUT")
+            if ev.get("prev_kv"):
+                self._kv("Prev", ev["prev_kv"])
+            self._kv("", ev.get("kv", {}))
+
+    def grant(self, resp: dict) -> None:
+        self._hdr(resp)
+        self._line("ID", resp.get("ID", 0))
+        self._line("TTL", resp.get("TTL", 0))
+
+    def revoke(self, lease_id: int, resp: dict) -> None:
+        self._hdr(resp)
+
+    def keepalive(self, resp: dict) -> None:
+        self._hdr(resp)
+        self._line("ID", resp.get("ID", 0))
+        self._line("TTL", resp.get("TTL", 0))
+
+    def timetolive(self, resp: dict, with_keys: bool) -> None:
+        from fastkv.cli.v2.gostd import quote
+        self._hdr(resp)
+        self._line("ID", resp.get("ID", 0))
+        self._line("TTL", resp.get("TTL", 0))
+        self._line("GrantedTTL", resp.get("grantedTTL", 0))
+        for k in resp.get("keys", []):
+            self._line("Key", quote(b64(k).decode("utf-8", "surrogateescape")))
+
+    def leases(self, resp: dict) -> None:
+        self._hdr(resp)
+        for item in resp.get("leases", []):
+            self._line("ID", item.get("ID", 0))
 
     def _line(self, name: str, value) -> None:
         if isinstance(value, bool):
@@ -573,6 +703,35 @@ class ProtobufPrinter(Printer):
         from fastkv.proto.etcdserverpb import rpc_pb2
         msg = json_format.ParseDict(resp, getattr(rpc_pb2, message)(), ignore_unknown_fields=True)
         self.out.write(msg.SerializeToString())
+
+    def get(self, resp: dict, count_only: bool = False) -> None:
+        self._pb(resp, "RangeResponse")
+
+    def put(self, resp: dict) -> None:
+        self._pb(resp, "PutResponse")
+
+    def delete(self, resp: dict) -> None:
+        self._pb(resp, "DeleteRangeResponse")
+
+    def txn(self, resp: dict) -> None:
+        self._pb(resp, "TxnResponse")
+
+    # clientv3's lease responses embed *pb.ResponseHeader: etcdctl's printPB finds the
+    # header's Marshal promoted to them, and prints the header alone
+    def grant(self, resp: dict) -> None:
+        self._pb(resp.get("header") or {}, "ResponseHeader")
+
+    def keepalive(self, resp: dict) -> None:
+        self._pb(resp.get("header") or {}, "ResponseHeader")
+
+    def timetolive(self, resp: dict, with_keys: bool) -> None:
+        self._pb(resp.get("header") or {}, "ResponseHeader")
+
+    def leases(self, resp: dict) -> None:
+        self._pb(resp.get("header") or {}, "ResponseHeader")
+
+    def revoke(self, lease_id: int, resp: dict) -> None:
+        self._pb(resp, "LeaseRevokeResponse")
 
     def member_list(self, resp: dict) -> None:
         self._pb(resp, "MemberListResponse")

@@ -282,13 +282,13 @@ SNAPSHOT_COMMAND = C("snapshot", "Manages etcd node snapshots", "snapshot <subco
           F("name", "string", "default", "Human-readable name for this member"),
           F("skip-hash-check", "bool", False,
             "Ignore snapshot integrity hash value (required if copied from data directory)"),
-      ]),
+      ], uses_env=False),   # etcdctl reads no ETCDCTL_* variable for restore and status
     C("save", "Stores an etcd node backend snapshot to a given file",
       "snapshot save <filename> [flags]", cmd_snapshot_save),
     C("status", "Gets backend snapshot status of a given file",
       "snapshot status <filename> [flags]", cmd_snapshot_status,
       description="When --write-out is set to simple, this command prints out "
                   "comma-separated status lists for each endpoint.\n"
-                  "The items in the lists are hash, revision, total keys, total size."),
+                  "The items in the lists are hash, revision, total keys, total size.", uses_env=False),
 ])
 del F, C

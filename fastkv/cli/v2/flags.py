@@ -27,6 +27,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from fastkv.cli.tabwriter import tabwrite as _tabwrite
 from fastkv.cli.v2 import gostd
 
 
@@ -670,42 +671,6 @@ def show_subcommand_help(c: Context) -> Exception | None:
     return show_command_help(c, c.command.name)
 
 
-def tabwrite(text: str, minwidth: int = 1, padding: int = 2) -> str:
-    """Go's text/tabwriter (flags 0, pad with spaces): tab-terminated cells of
-    consecutive lines form a column as wide as its widest cell plus padding."""
-    lines = [line.split("\t") for line in text.split("\n")]
-    out: list[str] = []
-    widths: list[int] = []
-
-    def write_lines(line0: int, line1: int) -> None:
-        for i in range(line0, line1):
-            cells = lines[i]
-            s = []
-            for j, cell in enumerate(cells):
-                if j < len(widths) and j < len(cells) - 1:
-                    s.append(cell + " " * (widths[j] - len(cell)))
-                else:
-                    s.append(cell)
-            out.append("".join(s) + ("\n" if i + 1 < len(lines) else ""))
-
-    def fmt(line0: int, line1: int) -> None:
-        column = len(widths)
-        this = line0
-        while this < line1:
-            if column >= len(lines[this]) - 1:
-                this += 1
-                continue
-            write_lines(line0, this)
-            line0 = this
-            width = minwidth
-            while this < line1 and column < len(lines[this]) - 1:
-                width = max(width, len(lines[this][column]) + padding)
-                this += 1
-            widths.append(width)
-            fmt(line0, this)
-            widths.pop()
-            line0 = this
-        write_lines(line0, line1)
-
-    fmt(0, len(lines))
-    return "".join(out)
+def tabwrite(text: str) -> str:
+    """Go's text/tabwriter (flags 0, minwidth 1, padding 2, padded with spaces)."""
+    return _tabwrite(text, minwidth=1, padding=2)
