@@ -29,7 +29,18 @@ from fastkv.cli import flags as fl
 from fastkv.cli.printer import _dump, b64, humanize_bytes, render_table
 from fastkv.cli.transport import ClientError, RPCError
 from fastkv.errors import StorageCorruption
-from fastkv.storage import restore as rs
+
+
+class _Restore:
+    """fastkv.storage.restore, imported on first use: it brings in the WAL, snapshot and
+    membership code, which every other fastkvctl command would pay for at start-up."""
+
+    def __getattr__(self, name: str):
+        from fastkv.storage import restore
+        return getattr(restore, name)
+
+
+rs = _Restore()
 
 __all__ = ["SNAPSHOT_COMMAND", "format_status"]
 

@@ -28,7 +28,12 @@ import re
 import sys
 
 from fastkv.cli import flags as fl
-from fastkv.cli.v2.gostd import quote
+
+
+def quote(text) -> str:
+    """Go's %q (fastkv.cli.v2.gostd, imported when needed: fastkvctl starts faster)."""
+    from fastkv.cli.v2.gostd import quote as go_quote
+    return go_quote(text)
 
 __all__ = ["TXN_COMMAND", "go_unquote", "argify", "parse_compare"]
 
