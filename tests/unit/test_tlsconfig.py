@@ -10,6 +10,7 @@ import logging
 import os
 import ssl
 import stat
+import tempfile
 import types
 
 import pytest
@@ -305,8 +306,8 @@ def peer_tls(pki, cert, allowed_cn="") -> ServerTLS:
 class Member:
     def __init__(self, mid, tmp_path, tls: ServerTLS):
         self.id, self.got = mid, []
-        snap = tmp_path / f"snap-{mid:x}-{id(self)}"
-        snap.mkdir()
+        # a directory of its own (not named by id(self): a freed Member's id comes back)
+        snap = tempfile.mkdtemp(prefix=f"snap-{mid:x}-", dir=tmp_path)
         self.t = PeerTransport(mid, CID, self.got.append, snap_dir=str(snap),
                                snapshot_path=lambda _i: None, ssl=tls.peer_server,
                                client_ssl=tls.peer_client, tls_check=tls.peer_check)
