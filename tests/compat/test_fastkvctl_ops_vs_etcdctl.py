@@ -147,7 +147,11 @@ class Transcript:
         steps = [s if isinstance(s, tuple) else (s, endpoints or self.endpoints) for s in steps]
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda s: pair(s[0], s[1], **kw), steps))
-        for (args, eps), (want, got) in zip(steps, results):
+        for i, ((args, eps), (want, got)) in enumerate(zip(steps, results)):
+            if want != got and "context deadline exceeded" in want[2] + got[2]:
+                # a server slow under the 8 parallel calls (a timeout, not a behaviour):
+                # asked again, alone
+                results[i] = want, got = pair(args, eps, **kw)
             self.check(f"{' '.join(args)} (at {eps})", want, got)
         return results
 

@@ -238,6 +238,8 @@ WRITES = [   # (method, path, form body): creates, updates, errors, dirs, TTLs, 
 def _normalized(answer: bytes) -> bytes:
     """Without what differs between two members (IDs, Raft position, the time)."""
     answer = re.sub(rb'"expiration":"[^"]*"', b'"expiration":"T"', answer)
+    # a chunked answer's size line counts the expiration's digits (Go trims trailing zeros)
+    answer = re.sub(rb"\r\n\r\n[0-9a-f]+\r\n", b"\r\n\r\nN\r\n", answer, count=1)
     return re.sub(rb"(X-Etcd-Cluster-Id|X-Raft-Index|X-Raft-Term|Date): [^\r]*\r\n", b"",
                   answer)
 
