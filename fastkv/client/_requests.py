@@ -158,48 +158,68 @@ class Stubs:
 
 
 class EndpointPool:
-    """Which endpoint to use: the pinned one until it fails, then the next one that
-    has not failed lately (health-based failover; order is the configured order)."""
+    """Which endpoint a call goes to.
+
+    ``balance="round-robin"`` (the default, as etcd clientv3 3.4's balancer): each
+    call, stream or retry goes to the next endpoint in turn among those that have not
+    failed lately. ``balance="pinned"``: the same endpoint until it fails, then the
+    next one that has not failed lately (configured order). Either way an endpoint
+    that failed is tried again only after the others, or after COOL_DOWN seconds.
+    """
 
     COOL_DOWN = 5.0   # seconds an endpoint that failed is tried only after the others
+    BALANCES = ("round-robin", "pinned")
 
-    def __init__(self, endpoints: list[Endpoint]):
+    def __init__(self, endpoints: list[Endpoint], balance: str = "round-robin"):
         if not endpoints:
             raise ValueError("at least one endpoint")
+        if balance not in self.BALANCES:
+            raise ValueError(f"balance must be one of {self.BALANCES}, not {balance!r}")
         self.endpoints = endpoints
-        self._pinned = 0
+        self.balance = balance
+        self._next = 0             # the endpoint to try first
         self._failed_at: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.endpoints)
 
+    def _choose(self) -> int:
+        n = len(self.endpoints)
+        now = time.monotonic()
+        for step in range(n):
+            i = (self._next + step) % n
+            t = self._failed_at.get(i)
+            if t is None or now - t > self.COOL_DOWN:
+                return i
+        # every endpoint failed lately: the one that failed longest ago
+        return min(range(n), key=lambda i: self._failed_at.get(i, 0.0))
+
     def pick(self) -> int:
+        """The endpoint for the next call (round-robin: and move on)."""
         with self._lock:
-            n = len(self.endpoints)
-            now = time.monotonic()
-            for step in range(n):
-                i = (self._pinned + step) % n
-                t = self._failed_at.get(i)
-                if t is None or now - t > self.COOL_DOWN:
-                    return i
-            # every endpoint failed lately: the one that failed longest ago
-            return min(range(n), key=lambda i: self._failed_at.get(i, 0.0))
+            i = self._choose()
+            if self.balance == "round-robin":
+                self._next = (i + 1) % len(self.endpoints)
+            return i
 
     def failed(self, i: int) -> None:
         with self._lock:
             self._failed_at[i] = time.monotonic()
-            if self._pinned == i:
-                self._pinned = (i + 1) % len(self.endpoints)
+            if self._next == i:
+                self._next = (i + 1) % len(self.endpoints)
 
     def succeeded(self, i: int) -> None:
         with self._lock:
             self._failed_at.pop(i, None)
-            self._pinned = i
+            if self.balance == "pinned":
+                self._next = i
 
     @property
     def current(self) -> Endpoint:
-        return self.endpoints[self.pick()]
+        """The endpoint the next call goes to (without moving on)."""
+        with self._lock:
+            return self.endpoints[self._choose()]
 
 
 def backoff(round_: int) -> float:
@@ -287,6 +307,8 @@ class Attempts:
             return REAUTH, 0.0
         err = errors.from_status(code, details, url)
         if action != FAILOVER or self.fixed is not None:
+            if isinstance(err, errors.ConnectionLost) and self.fixed is None:
+                self.pool.failed(idx)   # a broken connection: the next calls go elsewhere
             raise err from None
         self.pool.failed(idx)
         self.last = err

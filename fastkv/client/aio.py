@@ -71,12 +71,13 @@ class AsyncClient:
                  timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
                  password: str | None = None, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None,
-                 server_name: str | None = None, grpc_options: Iterable = ()):
+                 server_name: str | None = None, grpc_options: Iterable = (),
+                 balance: str = "round-robin"):
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
         eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
-        self._pool = R.EndpointPool(eps)
+        self._pool = R.EndpointPool(eps, balance)
         opts = R.channel_options(self._tls, grpc_options)
         # TLS files are read now: a missing file is an error here, not at first use
         creds = self._tls.credentials() if any(e.secure for e in eps) else None
@@ -625,6 +626,8 @@ class AsyncWatch:
     def __init__(self, client: AsyncClient, state: R.WatchState, require_leader: bool,
                  max_buffer: int):
         self._client = client
+        #: the endpoint this watch's stream is on (None until it starts)
+        self.endpoint: str | None = None
         self._state = state
         self._md_extra = (("hasleader", "true"),) if require_leader else ()
         self._max_buffer = max(1, max_buffer)
@@ -752,6 +755,7 @@ class AsyncWatch:
         while not self._closed:
             idx = client._pool.pick()
             conn = client._conns[idx]
+            self.endpoint = conn.endpoint.url
             call = None
             try:
                 generation = client._auth.generation

@@ -61,9 +61,10 @@ class Client:
     """A blocking etcd v3 client (fastkv or etcd 3.4).
 
     ``endpoints``: one URL or a list (``http://host:port``, ``https://host:port``,
-    or ``host:port`` which uses TLS when TLS files are given). Requests go to one
-    endpoint at a time; when it is down the client moves to the next (see the
-    retry policy in docs/client.md).
+    or ``host:port`` which uses TLS when TLS files are given). ``balance``:
+    ``"round-robin"`` (etcd clientv3's way: each call or stream goes to the next
+    endpoint that has not failed lately) or ``"pinned"`` (one endpoint until it
+    fails); a failed endpoint is skipped (see the retry policy in docs/client.md).
 
     ``timeout``: seconds for each call, retries included (None: no deadline).
     ``user``/``password``: authenticate (the token is fetched on first use and again
@@ -79,12 +80,13 @@ class Client:
                  timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
                  password: str | None = None, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None,
-                 server_name: str | None = None, grpc_options: Iterable = ()):
+                 server_name: str | None = None, grpc_options: Iterable = (),
+                 balance: str = "round-robin"):
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
         self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
         eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
-        self._pool = R.EndpointPool(eps)
+        self._pool = R.EndpointPool(eps, balance)
         opts = R.channel_options(self._tls, grpc_options)
         # TLS files are read now: a missing file is an error here, not at first use
         creds = self._tls.credentials() if any(e.secure for e in eps) else None
@@ -691,6 +693,8 @@ class Watch:
     def __init__(self, client: Client, state: R.WatchState, require_leader: bool,
                  max_buffer: int):
         self._client = client
+        #: the endpoint this watch's stream is on (None until it starts)
+        self.endpoint: str | None = None
         self._state = state
         self._md_extra = (("hasleader", "true"),) if require_leader else ()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_buffer))
@@ -826,6 +830,7 @@ class Watch:
         while not self._closed.is_set():
             idx = client._pool.pick()
             conn = client._conns[idx]
+            self.endpoint = conn.endpoint.url
             requests: queue.Queue = queue.Queue()
             requests.put(self._state.create_request())
             self._requests = requests

@@ -49,15 +49,41 @@ def test_members_move_leader_and_hashes(cluster):
         assert len(hashes) == 1, hashes
 
 
+def test_calls_and_streams_spread_over_the_endpoints(cluster, prefix):
+    """Round-robin (the default, as etcd clientv3 3.4): each call and each new watch
+    goes to the next member; pinned: all go to the first one."""
+    urls = cluster.urls
+    with Client(urls) as c:
+        ids = {m.client_urls[0]: m.id for m in c.members()}
+        served = [c.status().header.member_id for _ in range(6)]
+        assert sorted(served) == sorted(list(ids.values()) * 2)
+        served = [c.put(prefix + f"rr{i}", "v").header.member_id for i in range(3)]
+        assert sorted(served) == sorted(ids.values())   # writes too (forwarded by followers)
+        watches = [c.watch(prefix, prefix=True) for _ in range(3)]
+        try:
+            wait_for(lambda: all(w.endpoint for w in watches), "the watches to start")
+            assert sorted(w.endpoint for w in watches) == sorted(urls)
+            rev = c.put(prefix + "seen", "x").revision
+            assert all(w.get(15).revision == rev for w in watches)
+        finally:
+            for w in watches:
+                w.close()
+    with Client(urls, balance="pinned") as c:
+        assert {c.status().header.member_id for _ in range(4)} == {ids[urls[0]]}
+        with c.watch(prefix) as w:
+            wait_for(lambda: w.endpoint, "the watch to start")
+            assert w.endpoint == urls[0]
+
+
 def by_url_of(members, member_id: int) -> str:
     return next(m.client_urls[0] for m in members if m.id == member_id)
 
 
 def _async_watcher(urls, prefix, n, ready: threading.Event, out: list, failures: list):
     async def main():
-        async with AsyncClient(urls) as ac:
+        async with AsyncClient(urls, balance="pinned") as ac:
             async with ac.watch(prefix, prefix=True) as w:
-                out.append(ac.current_endpoint)
+                out.append(w.endpoint)
                 ready.set()
                 for _ in range(n):
                     out.append((await w.get(15)).revision)
@@ -77,7 +103,7 @@ def test_watch_and_lease_survive_member_stop(cluster, prefix, caplog):
     caplog.set_level(logging.DEBUG, logger="fastkv.client")
     m0 = cluster.members[0]
     others = cluster.urls[1:]
-    with Client(cluster.urls) as c, Client(others) as writer:
+    with Client(cluster.urls, balance="pinned") as c, Client(others) as writer:
         ms = c.members()
         m0_id = next(m.id for m in ms if m.client_urls[0] == m0.url)
         if _leader(c, cluster.urls) == m0_id:   # a follower is stopped: no election wait
@@ -85,7 +111,7 @@ def test_watch_and_lease_survive_member_stop(cluster, prefix, caplog):
             wait_for(lambda: _leader(c, cluster.urls) != m0_id, "the leader to move")
 
         w = c.watch(prefix, prefix=True)
-        assert c.current_endpoint == m0.url   # the watch's stream is on m0
+        assert w.endpoint == m0.url   # pinned: the watch's stream is on the first endpoint
         lease = c.lease(3)
         c.put(prefix[:-1] + "-leased", "v", lease=lease.id)   # not watched
 
@@ -122,7 +148,7 @@ def test_watch_and_lease_survive_member_stop(cluster, prefix, caplog):
             # reads and writes go to live members (m0 refuses connections)
             assert c.get(prefix[:-1] + "-leased").text == "v"
             assert c.put(prefix + "after", "x").revision > expected[-1]
-            assert c.current_endpoint != m0.url
+            assert c.current_endpoint != m0.url and w.endpoint != m0.url
             assert w.get(30).key == (prefix + "after").encode()
             w.close()
             lease.revoke()

@@ -129,7 +129,7 @@ def test_endpoint_pool_sticks_and_fails_over():
     eps = [R.parse_endpoint(u, False) for u in ("http://a:1", "https://b:2", "c:3")]
     assert [e.secure for e in eps] == [False, True, False]
     assert eps[0].target == "a:1"
-    pool = R.EndpointPool(eps)
+    pool = R.EndpointPool(eps, balance="pinned")
     assert pool.pick() == 0
     pool.failed(0)
     assert pool.pick() == 1
@@ -139,3 +139,21 @@ def test_endpoint_pool_sticks_and_fails_over():
     assert pool.pick() == 0          # all failed lately: the one that failed first
     pool.succeeded(1)
     assert pool.pick() == 1          # sticks to the one that works
+    assert pool.pick() == 1
+
+
+def test_endpoint_pool_round_robin_skips_failed():
+    eps = [R.parse_endpoint(u, False) for u in ("http://a:1", "http://b:2", "http://c:3")]
+    pool = R.EndpointPool(eps)
+    assert pool.balance == "round-robin"
+    assert [pool.pick() for _ in range(4)] == [0, 1, 2, 0]
+    pool.failed(2)
+    assert [pool.pick() for _ in range(4)] == [1, 0, 1, 0]   # 2 is skipped while cooling down
+    assert pool.current is eps[1] and pool.pick() == 1      # `current` does not move on
+    pool.succeeded(2)
+    assert [pool.pick() for _ in range(3)] == [2, 0, 1]
+    for i in range(3):
+        pool.failed(i)
+    assert pool.pick() == 0          # all failed lately: the one that failed first
+    with pytest.raises(ValueError):
+        R.EndpointPool(eps, balance="random")
