@@ -12,6 +12,13 @@ from servers import EtcdProcess, FastkvProcess  # noqa: E402
 pytest_plugins = ["pytester"]
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """The fastkvctl fork server (tests/ctlfork.py) ends with the session."""
+    ctlfork = sys.modules.get("ctlfork")
+    if ctlfork is not None:
+        ctlfork.shutdown()
+
+
 # The fixtures below are fastkv's own (servers.py); fastkv's pytest plugin
 # (fastkv/pytest_plugin.py, loaded when fastkv is installed) has a fixture named
 # fastkv_server too: these conftest fixtures take precedence for every test in tests/.

@@ -25,12 +25,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from ctlfork import FASTKVCTL, run_command
 
 from servers import REPO, EtcdProcess, FastkvProcess, wait_until
 
@@ -46,7 +46,7 @@ def tool_command(tool: str) -> list[str]:
     if tool == "etcdctl":
         assert ETCDCTL, "etcdctl is not installed: ci/test installs Debian's etcd-client"
         return [ETCDCTL]
-    return [sys.executable, "-m", "fastkv.cli"]
+    return FASTKVCTL
 
 
 def tool_env(extra: dict | None = None) -> dict:
@@ -61,8 +61,8 @@ def run(tool: str, server, args: list[str], stdin: bytes = b"", env: dict | None
         timeout: float = 60) -> tuple[int, bytes, str]:
     """One command; ``server`` None: no --endpoints flag."""
     eps = ["--endpoints", server.url] if server is not None else []
-    p = subprocess.run(tool_command(tool) + eps + args, input=stdin, capture_output=True,
-                       timeout=timeout, env=tool_env(env), cwd=REPO)
+    p = run_command(tool_command(tool) + eps + args, input=stdin, timeout=timeout,
+                    env=tool_env(env), cwd=REPO)
     return p.returncode, p.stdout, p.stderr.decode(errors="replace")
 
 

@@ -20,13 +20,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from ctlfork import FASTKVCTL, run_command
 
 from servers import REPO, Cluster, EtcdProcess, FastkvProcess, free_port, running_cluster, wait_until
 
@@ -43,7 +42,7 @@ def tool_command(tool: str) -> list[str]:
     if tool == "etcdctl":
         assert ETCDCTL, "etcdctl is not installed: ci/test installs Debian's etcd-client"
         return [ETCDCTL]
-    return [sys.executable, "-m", "fastkv.cli"]
+    return FASTKVCTL
 
 
 def tool_env(tool: str) -> dict:
@@ -58,8 +57,8 @@ def endpoints_of(members) -> str:
 
 
 def run(tool: str, args: list[str], endpoints: str) -> tuple[int, str, str]:
-    p = subprocess.run(tool_command(tool) + ["--endpoints", endpoints] + args, capture_output=True,
-                       timeout=60, env=tool_env(tool), cwd=REPO, stdin=subprocess.DEVNULL)
+    p = run_command(tool_command(tool) + ["--endpoints", endpoints] + args, timeout=60,
+                    env=tool_env(tool), cwd=REPO)
     # latin-1 keeps every byte (-w protobuf prints the response message as it is)
     return p.returncode, p.stdout.decode("latin-1"), p.stderr.decode("latin-1")
 

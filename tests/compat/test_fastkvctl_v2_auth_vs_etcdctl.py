@@ -17,7 +17,7 @@ import shlex
 import pytest
 
 from servers import EtcdProcess, FastkvProcess
-from test_fastkvctl_v2_vs_etcdctl import Runner, reset_store, run_tool
+from test_fastkvctl_v2_vs_etcdctl import reset_store, run_tool
 
 pytestmark = pytest.mark.etcd
 
@@ -139,7 +139,7 @@ STEPS = [
 ]
 
 
-def transcript(tool: str, srv, runner: Runner | None) -> list[tuple]:
+def transcript(tool: str, srv) -> list[tuple]:
     """The rows (step, exit code, stdout, stderr); the server's URLs and member ID
     named, store indexes counted from the store's index before the first step."""
     base = reset_store(srv.url)
@@ -154,8 +154,7 @@ def transcript(tool: str, srv, runner: Runner | None) -> list[tuple]:
     for step in STEPS:
         text, stdin = (step, None) if isinstance(step, str) else step
         args = ["--endpoints", srv.url] + shlex.split(text)
-        rc, out, err = run_tool(tool, args, stdin or b"", None,
-                                runner if stdin is None else None)
+        rc, out, err = run_tool(tool, args, stdin or b"")
         rows.append((text, rc, norm(out), norm(err)))
     return rows
 
@@ -176,17 +175,13 @@ def servers():
 
 
 def test_user_role_auth_commands_match_etcdctl(servers):
-    runner = Runner()
-    try:
-        etcd_a, etcd_b, fastkv_a, fastkv_b = servers
-        runs = {
-            "etcdctl on etcd": transcript("etcdctl", etcd_a, None),
-            "fastkvctl on etcd": transcript("fastkvctl", etcd_b, runner),
-            "etcdctl on fastkv": transcript("etcdctl", fastkv_a, None),
-            "fastkvctl on fastkv": transcript("fastkvctl", fastkv_b, runner),
-        }
-    finally:
-        runner.stop()
+    etcd_a, etcd_b, fastkv_a, fastkv_b = servers
+    runs = {
+        "etcdctl on etcd": transcript("etcdctl", etcd_a),
+        "fastkvctl on etcd": transcript("fastkvctl", etcd_b),
+        "etcdctl on fastkv": transcript("etcdctl", fastkv_a),
+        "fastkvctl on fastkv": transcript("fastkvctl", fastkv_b),
+    }
     want = runs.pop("etcdctl on etcd")
     problems = []
     for name, got in runs.items():

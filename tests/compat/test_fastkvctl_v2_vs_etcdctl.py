@@ -19,7 +19,6 @@ rest run as `python -m fastkv.cli`.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -28,20 +27,19 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
+from ctlfork import FASTKVCTL, run_command
 
 from servers import REPO, Cluster, EtcdProcess, FastkvProcess, free_port
 
 pytestmark = pytest.mark.etcd
 
 ETCDCTL = shutil.which("etcdctl")
-FASTKVCTL = [sys.executable, "-m", "fastkv.cli"]
 DEAD = f"http://127.0.0.1:{free_port()}"  # nothing listens here
 
 
@@ -51,61 +49,6 @@ def tool_env(extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
-
-
-# The child that runs fastkvctl's entry point once per request (a JSON line in,
-# a JSON line out): the environment is the request's, stdio are buffers.
-RUNNER = r"""
-import base64, io, json, os, sys
-from fastkv.cli.main import main
-channel_in, channel_out = sys.stdin.buffer, sys.stdout.buffer
-for line in channel_in:
-    req = json.loads(line)
-    os.environ.clear()
-    os.environ.update(req["env"])
-    out, err = io.BytesIO(), io.BytesIO()
-    try:
-        rc = main(req["argv"], io.BytesIO(base64.b64decode(req["stdin"])), out, err, interrupt_kills=False)
-    except SystemExit as e:
-        rc = e.code
-    answer = {"rc": rc, "out": base64.b64encode(out.getvalue()).decode(),
-              "err": base64.b64encode(err.getvalue()).decode()}
-    channel_out.write(json.dumps(answer).encode() + b"\n")
-    channel_out.flush()
-"""
-
-
-class Runner:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=tool_env(), cwd=REPO)
-
-    def run(self, argv: list[str], stdin: bytes, env: dict) -> tuple[int, str, str]:
-        req = {"argv": argv, "stdin": base64.b64encode(stdin).decode(), "env": env}
-        self.proc.stdin.write(json.dumps(req).encode() + b"\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, "the fastkvctl runner died"
-        ans = json.loads(line)
-        return (ans["rc"], base64.b64decode(ans["out"]).decode(errors="replace"),
-                base64.b64decode(ans["err"]).decode(errors="replace"))
-
-    def stop(self) -> None:
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def runner():
-    r = Runner()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +61,11 @@ def etcd():
         srv.cleanup()
 
 
-def run_tool(tool: str, args: list[str], stdin: bytes = b"", env: dict | None = None,
-             runner: Runner | None = None) -> tuple[int, str, str]:
-    """One invocation: etcdctl, fastkvctl in the runner, or fastkvctl as a program."""
-    if tool == "fastkvctl" and runner is not None:
-        return runner.run(args, stdin, tool_env(env))
+def run_tool(tool: str, args: list[str], stdin: bytes = b"", env: dict | None = None
+             ) -> tuple[int, str, str]:
+    """One invocation: etcdctl, or fastkvctl (a process forked by tests/ctlfork.py)."""
     cmd = [ETCDCTL] if tool == "etcdctl" else FASTKVCTL
-    p = subprocess.run(cmd + args, input=stdin, capture_output=True, timeout=60,
-                       env=tool_env(env), cwd=REPO)
+    p = run_command(cmd + args, input=stdin, timeout=60, env=tool_env(env), cwd=REPO)
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
@@ -218,14 +158,14 @@ def expand(step, url: str, base: int, subst: dict | None = None) -> tuple[list[s
     return (args if raw else ["--endpoints", url] + args), stdin, env
 
 
-def transcript(tool: str, url: str, steps, runner: Runner | None, subst: dict | None = None,
+def transcript(tool: str, url: str, steps, subst: dict | None = None,
                tls=None) -> list[tuple]:
     base = reset_store(url, tls)
     norm = Norm(base)
     rows = []
     for step in steps:
         args, stdin, env = expand(step, url, base, subst)
-        rc, out, err = run_tool(tool, args, stdin, env, runner)
+        rc, out, err = run_tool(tool, args, stdin, env)
         rows.append((step, rc, norm(out), norm(err)))
     return rows
 
@@ -237,9 +177,9 @@ def assert_same(want: list[tuple], got: list[tuple]) -> None:
     assert not diffs, f"{len(diffs)} of {len(want)} steps differ:\n" + "\n".join(diffs[:20])
 
 
-def compare(url: str, steps, runner: Runner | None, subst: dict | None = None, tls=None) -> list[tuple]:
-    want = transcript("etcdctl", url, steps, None, subst, tls)
-    got = transcript("fastkvctl", url, steps, runner, subst, tls)
+def compare(url: str, steps, subst: dict | None = None, tls=None) -> list[tuple]:
+    want = transcript("etcdctl", url, steps, subst, tls)
+    got = transcript("fastkvctl", url, steps, subst, tls)
     assert_same(want, got)
     return want
 
@@ -404,8 +344,8 @@ KEY_STEPS = [
 ]
 
 
-def test_key_commands_match(etcd, runner):
-    want = compare(etcd.url, KEY_STEPS, runner)
+def test_key_commands_match(etcd):
+    want = compare(etcd.url, KEY_STEPS)
     by_step = {w[0]: w for w in want if isinstance(w[0], str)}
     assert by_step["get foo"][1:3] == (0, "bar\n")
     assert re.fullmatch(r"Error:  100: Key not found \(/nosuch\) \[<\d+>\]\n", by_step["get nosuch"][3])
@@ -434,8 +374,8 @@ FLAG_AND_HELP_STEPS = [
 ]
 
 
-def test_flags_and_help_match(etcd, runner):
-    compare(etcd.url, FLAG_AND_HELP_STEPS, runner)
+def test_flags_and_help_match(etcd):
+    compare(etcd.url, FLAG_AND_HELP_STEPS)
 
 
 CONNECTION_STEPS = [
@@ -500,9 +440,9 @@ CONNECTION_STEPS = [
 ]
 
 
-def test_endpoints_and_connections_match(etcd, runner):
+def test_endpoints_and_connections_match(etcd):
     steps = ["set k v"] + CONNECTION_STEPS
-    want = compare(etcd.url, steps, runner)
+    want = compare(etcd.url, steps)
     dead = next(w for w in want if w[0] == "!--endpoints {dead} get k")
     assert dead[1] == 2 and "connection refused" in dead[3]
 
@@ -576,7 +516,7 @@ TLS_STEPS = [
 ]
 
 
-def test_tls_matches(runner):
+def test_tls_matches():
     """--ca-file, --cert-file, --key-file (and their ETCDCTL_* variables) against an
     etcd that serves TLS and wants client certificates."""
     tmp = tempfile.mkdtemp(prefix="fastkvctl-v2-tls-")
@@ -586,7 +526,7 @@ def test_tls_matches(runner):
         srv = TLSEtcd(certs).start()
         subst = {"ca": certs["ca.pem"], "cert": certs["client.pem"], "key": certs["client.key"],
                  "cakey": certs["ca.key"], "plain": srv.url.replace("https://", "http://")}
-        want = compare(srv.url, TLS_STEPS, runner, subst, srv.tls)
+        want = compare(srv.url, TLS_STEPS, subst, srv.tls)
         assert want[0][1:3] == (0, "v\n")
         assert "remote error: tls: bad certificate" in want[7][3]
         assert "x509: certificate signed by unknown authority" in want[8][3]
@@ -753,14 +693,14 @@ def test_watch_and_exec_watch_match(etcd):
     assert results["etcdctl", "exec-recursive"][2] == "Ignored dir /w/d change\n"
 
 
-def test_exec_watch_errors_match(etcd, runner):
+def test_exec_watch_errors_match(etcd):
     steps = [
         "exec-watch",
         "exec-watch w/a",
         "exec-watch -r w/a",
         "exec-watch --after-index=x w/a true",
     ]
-    compare(etcd.url, steps, runner)
+    compare(etcd.url, steps)
     # a command that cannot start ends exec-watch at the first change
     url = etcd.url
     tmp = tempfile.mkdtemp(prefix="fastkvctl-v2-exec-")
@@ -816,11 +756,11 @@ def etcd_cluster():
         cluster.stop()
 
 
-def both(args: list[str], runner: Runner) -> tuple[tuple, tuple]:
-    return run_tool("etcdctl", args), run_tool("fastkvctl", args, runner=runner)
+def both(args: list[str]) -> tuple[tuple, tuple]:
+    return run_tool("etcdctl", args), run_tool("fastkvctl", args)
 
 
-def test_cluster_commands_match(etcd_cluster, runner):
+def test_cluster_commands_match(etcd_cluster):
     """cluster-health and member list/add/update/remove on one cluster: fastkvctl and
     etcdctl side by side (member IDs and URLs are the cluster's, the same for both)."""
     cl = etcd_cluster
@@ -849,9 +789,9 @@ def test_cluster_commands_match(etcd_cluster, runner):
         [ep, "member", "update", "abc", ""],
     ]
     for s in steps:
-        want, got = both(["--endpoints"] + s, runner)
+        want, got = both(["--endpoints"] + s)
         assert got == want, f"{s}\n  etcdctl:   {want}\n  fastkvctl: {got}"
-    members = both(["--endpoints", ep, "member", "list"], runner)[0][1]
+    members = both(["--endpoints", ep, "member", "list"])[0][1]
     assert members.count("isLeader=true") == 1 and len(members.splitlines()) == 3
 
     # one tool adds a member, the other updates and removes it; then the other way round
@@ -859,13 +799,13 @@ def test_cluster_commands_match(etcd_cluster, runner):
     for adder, other in (("etcdctl", "fastkvctl"), ("fastkvctl", "etcdctl")):
         peer = f"http://127.0.0.1:{free_port()}"
         run = {"etcdctl": lambda a: run_tool("etcdctl", a),
-               "fastkvctl": lambda a: run_tool("fastkvctl", a, runner=runner)}
+               "fastkvctl": lambda a: run_tool("fastkvctl", a)}
         rc, out, err = run[adder](["--endpoints", ep, "member", "add", "newbie", peer])
         assert rc == 0, err
         new_id = re.search(r"with ID ([0-9a-f]+) to cluster", out).group(1)
         added.append(normalise_added(out, new_id, peer))
         for args in (["member", "list"], ["cluster-health"]):
-            want, got = both(["--endpoints", ep] + args, runner)
+            want, got = both(["--endpoints", ep] + args)
             assert got == want, f"{args} after adding\n  etcdctl:   {want}\n  fastkvctl: {got}"
             if args == ["member", "list"]:
                 assert f"{new_id}[unstarted]: peerURLs={peer}\n" in want[1]
@@ -893,7 +833,7 @@ def test_cluster_commands_match(etcd_cluster, runner):
     for s in ([ep, "cluster-health"], [ep, "member", "list"], [down.url, "member", "list"],
               [down.url, "cluster-health"], [down.url, "--no-sync", "get", "nosuch"],
               [f"{down.url},{ep}", "--no-sync", "ls", "/nosuch"]):
-        want, got = both(["--endpoints"] + s, runner)
+        want, got = both(["--endpoints"] + s)
         assert got == want, f"{s}\n  etcdctl:   {want}\n  fastkvctl: {got}"
         if s == [ep, "cluster-health"]:
             assert want[0] == 5 and "cluster is degraded\n" in want[1]
@@ -910,14 +850,14 @@ def normalise_added(out: str, new_id: str, peer: str) -> tuple[int, str]:
 
 # -- against fastkv ----------------------------------------------------------------------------------
 
-def test_against_fastkv_sanity(runner):
+def test_against_fastkv_sanity():
     """The key commands, both tools against a fastkv member: the same output."""
     srv = FastkvProcess(extra_args=["--enable-v2"]).start()
     try:
         for i in range(5):  # a fresh store is at index 0: move on, so steps' literal indexes are not ours
             put(srv.url, f"warmup{i}", "x")
         steps = KEY_STEPS[:60] + ["member list", "cluster-health", "-o json ls --sort -r", "rm -r d"]
-        want = compare(srv.url, steps, runner)
+        want = compare(srv.url, steps)
         assert next(w for w in want if w[0] == "get foo")[1:3] == (0, "bar\n")
     finally:
         srv.cleanup()

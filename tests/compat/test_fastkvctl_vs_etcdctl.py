@@ -14,10 +14,10 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+from ctlfork import FASTKVCTL, run_command
 
 from servers import REPO, EtcdProcess
 
@@ -28,7 +28,7 @@ def tool_command(tool: str) -> list[str]:
     if tool == "etcdctl":
         assert ETCDCTL, "etcdctl is not installed: ci/test installs Debian's etcd-client"
         return [ETCDCTL]
-    return [sys.executable, "-m", "fastkv.cli"]
+    return FASTKVCTL
 
 
 def tool_env(tool: str, extra: dict | None = None) -> dict:
@@ -51,8 +51,7 @@ class Session:
             endpoints: bool = True) -> tuple[int, str, str]:
         args = [a.format(*self.leases) if "{" in a else a for a in args]
         cmd = tool_command(self.tool) + (["--endpoints", self.server.url] if endpoints else []) + args
-        p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=60,
-                           env=tool_env(self.tool, env), cwd=REPO)
+        p = run_command(cmd, input=stdin, timeout=60, env=tool_env(self.tool, env), cwd=REPO)
         out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
         for m in re.finditer(r"lease ([0-9a-f]{16}) granted with TTL", out):
             self.leases.append(m.group(1))
