@@ -26,5 +26,10 @@ def test_recipes_doc_examples_run(kind, module_servers):
                  "{'log-level': 'info'}",
                  "{'workers': '8'} [('log-level', 'debug'), ('workers', '8'), "
                  "('log-level', None)]",
-                 "b'task-1'"]:
+                 "b'task-1'",
+                 # the asyncio section
+                 "gate open: True", "[True, True, True] None", "['web-1', 'web-2', 'web-1']",
+                 "[('added', 'web-1'), ('added', 'web-2'), ('removed', 'web-2'), "
+                 "('removed', 'web-1')]",
+                 "{'workers': '4'}", "reload workers 16"]:
         assert line in printed, (line, printed)

@@ -15,7 +15,9 @@ layout where etcd has one, so they interoperate with etcdctl and Go programs:
 - :class:`ConfigWatcher`: clientv3/mirror (range at R, watch from R + 1); ``<prefix>...``
 
 asyncio: :class:`AsyncLock`, :class:`AsyncElection`, :class:`AsyncQueue`,
-:class:`AsyncPriorityQueue`, :func:`async_stm`.
+:class:`AsyncPriorityQueue`, :class:`AsyncBarrier`, :class:`AsyncDoubleBarrier`,
+:func:`async_stm`, :class:`AsyncServiceRegistry`, :class:`AsyncConfigWatcher`: the same
+keys, so sync and async participants meet.
 
     from fastkv.client import Client
     from fastkv.client.recipes import Lock
@@ -27,12 +29,13 @@ See docs/recipes.md.
 """
 from ._common import (LockLost, NoInstanceAvailable, NotLeader, RecipeError, STMConflict,
                       TooManyClients)
-from .barrier import Barrier, DoubleBarrier
-from .config import ConfigWatcher
+from .barrier import AsyncBarrier, AsyncDoubleBarrier, Barrier, DoubleBarrier
+from .config import AsyncConfigWatcher, ConfigWatcher
 from .election import AsyncElection, AsyncObserver, Election, Observer
 from .lock import AsyncFencedTxn, AsyncLock, FencedTxn, Lock
 from .queue import AsyncPriorityQueue, AsyncQueue, PriorityQueue, Queue
-from .registry import Instance, Registration, RoundRobin, ServiceRegistry, ServiceView
+from .registry import (AsyncRegistration, AsyncServiceRegistry, AsyncServiceView, Instance,
+                       Registration, RoundRobin, ServiceRegistry, ServiceView)
 from .stm import (READ_COMMITTED, REPEATABLE_READS, SERIALIZABLE, SERIALIZABLE_SNAPSHOT, STM,
                   AsyncSTM, Isolation, async_stm, stm)
 
@@ -40,11 +43,12 @@ __all__ = [
     "Lock", "AsyncLock", "FencedTxn", "AsyncFencedTxn",
     "Election", "AsyncElection", "Observer", "AsyncObserver",
     "Queue", "PriorityQueue", "AsyncQueue", "AsyncPriorityQueue",
-    "Barrier", "DoubleBarrier",
+    "Barrier", "DoubleBarrier", "AsyncBarrier", "AsyncDoubleBarrier",
     "stm", "async_stm", "STM", "AsyncSTM", "Isolation", "SERIALIZABLE_SNAPSHOT", "SERIALIZABLE",
     "REPEATABLE_READS", "READ_COMMITTED",
     "ServiceRegistry", "Registration", "ServiceView", "Instance", "RoundRobin",
-    "ConfigWatcher",
+    "AsyncServiceRegistry", "AsyncRegistration", "AsyncServiceView",
+    "ConfigWatcher", "AsyncConfigWatcher",
     "RecipeError", "LockLost", "NotLeader", "TooManyClients", "STMConflict",
     "NoInstanceAvailable",
 ]

@@ -8,6 +8,9 @@ compacted meanwhile just sends us back to reading.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import time
 from typing import Callable
 
@@ -206,3 +209,83 @@ async def await_deletes(client, prefix: bytes, max_create_revision: int, deadlin
                                 check=check)
         if got is None:
             return False
+
+
+# ---- one body for both clients --------------------------------------------------------------
+#
+# A recipe step that talks to the cluster can be written once, as a generator that yields
+# each call to make (a function of no arguments) and is sent back its result, or has its
+# exception thrown in at the ``yield``. run_steps() makes the calls with a blocking
+# Client; arun_steps() awaits what they return with an AsyncClient (a coroutine, an
+# AsyncLease or AsyncWatch to start). The logic lives in the generator; the sync and
+# async classes are shells that pick a runner. Such a generator is always run to its
+# end: cleanup in ``except``/``finally`` may yield calls too.
+
+def _resume(steps, result, error):
+    """Hand the last call's result (or error) to the generator: ``(next call, None)``,
+    or ``(None, StopIteration)`` once it returned."""
+    try:
+        return (steps.send(result) if error is None else steps.throw(error)), None
+    except StopIteration as stop:
+        return None, stop
+
+
+def run_steps(steps):
+    """Run a step generator with a blocking client; what it returns."""
+    op, stop = _resume(steps, None, None)
+    while stop is None:
+        try:
+            result, error = op(), None
+        except BaseException as e:   # noqa: BLE001 - handed to the generator
+            result, error = None, e
+        op, stop = _resume(steps, result, error)
+    return stop.value
+
+
+async def arun_steps(steps):
+    """Run a step generator with an AsyncClient (awaiting what the calls return)."""
+    op, stop = _resume(steps, None, None)
+    while stop is None:
+        try:
+            result, error = op(), None
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as e:   # noqa: BLE001 - handed to the generator
+            result, error = None, e
+        op, stop = _resume(steps, result, error)
+    return stop.value
+
+
+async def cancel_task(task) -> None:
+    """Cancel a task of ours (unless it is the current one) and wait for it to end."""
+    if task is None or task.done() or task is asyncio.current_task():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+class SyncSteps:
+    """Mixin of a recipe's blocking shell: how its steps run and wait for an event."""
+    _run = staticmethod(run_steps)
+    _wait_event = staticmethod(wait_event)
+
+
+class AsyncSteps:
+    """Mixin of a recipe's asyncio shell (``await self._run(steps)``)."""
+    _run = staticmethod(arun_steps)
+    _wait_event = staticmethod(await_event)
+
+
+class AwaitableStart:
+    """An asyncio object started by ``await obj`` or ``async with obj`` (which
+    closes it on exit): its ``start()`` (returns self, runs once) and ``close()``."""
+
+    def __await__(self):
+        return self.start().__await__()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -8,20 +8,87 @@ The client's watch resumes by itself after a disconnect (another endpoint, a mem
 restarted) from the revision after the last event it delivered; if that revision
 has been compacted away meanwhile, the watcher reads the whole prefix again and
 reports what differs as changes.
+
+:class:`AsyncConfigWatcher` is the same for an AsyncClient, followed by a task of the
+loop; both share everything but their shell (see ``_mirror``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator
 
 from fastkv.client._requests import KeyLike, to_bytes
 from fastkv.client._types import KeyValue
 
-from ._mirror import Mirror
+from ._common import run_steps
+from ._mirror import AsyncMirror, AsyncMirrorView, Mirror, SyncMirrorView
 
-__all__ = ["ConfigWatcher"]
+__all__ = ["ConfigWatcher", "AsyncConfigWatcher"]
 
 
-class ConfigWatcher:
+class _ConfigBase:
+    """What ConfigWatcher and AsyncConfigWatcher share: everything read from the copy."""
+
+    def _init(self, prefix: KeyLike, on_change, decode: bool, initial: bool) -> None:
+        self.prefix = to_bytes(prefix, "prefix")
+        self.decode = decode
+        self.on_change = on_change
+        self._initial = initial
+        self._plen = len(self.prefix)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.prefix!r} keys={len(self)} "
+                f"revision={self.revision}>")
+
+    def _key(self, key: bytes):
+        k = key[self._plen:]
+        return k.decode(errors="replace") if self.decode else k
+
+    def _value(self, kv: KeyValue | None):
+        if kv is None:
+            return None
+        return kv.value.decode(errors="replace") if self.decode else kv.value
+
+    def _changed(self, key: bytes, old: KeyValue | None, new: KeyValue | None):
+        if self.on_change is not None:
+            return self.on_change(self._key(key), self._value(new))
+        return None
+
+    def _view(self, data: dict[bytes, KeyValue]) -> dict:
+        return {self._key(k): self._value(kv) for k, kv in sorted(data.items())}
+
+    def _started_steps(self):
+        """``initial=True``: on_change once per key of the first snapshot."""
+        if self._initial and self.on_change is not None:
+            for k, v in self.snapshot().items():
+                yield functools.partial(self.on_change, k, v)
+
+    def snapshot(self) -> dict:
+        """The configuration now: ``{relative key: value}``."""
+        return self._view(self._mirror.items())
+
+    @property
+    def reloads(self) -> int:
+        """How many times the whole prefix was read again (after a compaction)."""
+        return max(self._mirror.loads - 1, 0)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.snapshot().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.snapshot()[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.snapshot()
+
+    def __len__(self) -> int:
+        return len(self._mirror.items())
+
+    def __iter__(self) -> Iterator:
+        return iter(self.snapshot())
+
+
+class ConfigWatcher(_ConfigBase, SyncMirrorView):
     """A live copy of the keys under ``prefix``.
 
     ``ConfigWatcher(client, "app/config/", on_change=None, decode=True,
@@ -43,76 +110,22 @@ class ConfigWatcher:
     def __init__(self, client, prefix: KeyLike,
                  on_change: Callable[[Any, Any], Any] | None = None, *, decode: bool = True,
                  initial: bool = False):
-        self.prefix = to_bytes(prefix, "prefix")
-        self.decode = decode
-        self.on_change = on_change
-        self._plen = len(self.prefix)
+        self._init(prefix, on_change, decode, initial)
         self._mirror = Mirror(client, self.prefix, self._changed, name="fastkv-config")
-        if initial and on_change is not None:
-            for k, v in self.snapshot().items():
-                on_change(k, v)
+        run_steps(self._started_steps())
 
-    def __repr__(self) -> str:
-        return f"<ConfigWatcher {self.prefix!r} keys={len(self)} revision={self.revision}>"
 
-    def __enter__(self) -> "ConfigWatcher":
-        return self
+class AsyncConfigWatcher(_ConfigBase, AsyncMirrorView):
+    """:class:`ConfigWatcher` for an AsyncClient: ``async with AsyncConfigWatcher(ac,
+    prefix, on_change) as cfg:`` (or ``cfg = await AsyncConfigWatcher(...)``, then
+    ``await cfg.close()``) reads the prefix, then a task of the loop follows every
+    change. ``on_change`` may be a coroutine function (awaited before the next
+    change's callback). ``snapshot()``, ``cfg[key]``, ``get``, ``len``, ``in``, ``revision``
+    as the sync one; ``await cfg.sync(timeout)``, ``await cfg.wait(predicate,
+    timeout)``."""
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _key(self, key: bytes):
-        k = key[self._plen:]
-        return k.decode(errors="replace") if self.decode else k
-
-    def _value(self, kv: KeyValue | None):
-        if kv is None:
-            return None
-        return kv.value.decode(errors="replace") if self.decode else kv.value
-
-    def _changed(self, key: bytes, old: KeyValue | None, new: KeyValue | None) -> None:
-        if self.on_change is not None:
-            self.on_change(self._key(key), self._value(new))
-
-    def _snapshot(self, data: dict[bytes, KeyValue]) -> dict:
-        return {self._key(k): self._value(kv) for k, kv in sorted(data.items())}
-
-    def snapshot(self) -> dict:
-        """The configuration now: ``{relative key: value}``."""
-        return self._snapshot(self._mirror.items())
-
-    @property
-    def revision(self) -> int:
-        return self._mirror.revision
-
-    @property
-    def reloads(self) -> int:
-        """How many times the whole prefix was read again (after a compaction)."""
-        return self._mirror.loads - 1
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self.snapshot().get(key, default)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.snapshot()[key]
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self.snapshot()
-
-    def __len__(self) -> int:
-        return len(self._mirror.items())
-
-    def __iter__(self) -> Iterator:
-        return iter(self.snapshot())
-
-    def sync(self, timeout: float | None = 10.0) -> bool:
-        """Wait until the copy has every change committed before this call (True)."""
-        return self._mirror.sync(timeout)
-
-    def wait(self, predicate: Callable[[dict], bool], timeout: float | None = None) -> bool:
-        """Block until ``predicate(snapshot)`` is true (True) or ``timeout`` (False)."""
-        m = self._mirror
-        return m.wait(lambda: predicate(self._snapshot(m._data)), timeout)
-
-    def close(self) -> None:
-        self._mirror.close()
+    def __init__(self, client, prefix: KeyLike,
+                 on_change: Callable[[Any, Any], Any] | None = None, *, decode: bool = True,
+                 initial: bool = False):
+        self._init(prefix, on_change, decode, initial)
+        self._mirror = AsyncMirror(client, self.prefix, self._changed, name="fastkv-config")

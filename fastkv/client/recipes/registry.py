@@ -16,9 +16,14 @@ With ``prefix=""`` and the address as instance id, the keys and values are exact
 those of etcd's ``GRPCResolver`` / ``endpoints.Manager`` (``my-service/1.2.3.4:80``
 -> ``{"Op":0,"Addr":"1.2.3.4:80","Metadata":...}``), so Go gRPC clients resolving
 through etcd see the instances registered here, and the other way round.
+
+:class:`AsyncServiceRegistry` (with :class:`AsyncRegistration` and
+:class:`AsyncServiceView`) is the same for an AsyncClient: same keys and values, the
+registering steps and the view written once in shared bases (thin sync/async shells).
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -30,10 +35,11 @@ from fastkv.client import errors
 from fastkv.client._requests import KeyLike, to_bytes
 from fastkv.client._types import KeyValue
 
-from ._common import NoInstanceAvailable
-from ._mirror import Mirror
+from ._common import AsyncSteps, AwaitableStart, NoInstanceAvailable, SyncSteps
+from ._mirror import AsyncMirror, AsyncMirrorView, Mirror, SyncMirrorView
 
-__all__ = ["ServiceRegistry", "Registration", "ServiceView", "Instance", "RoundRobin"]
+__all__ = ["ServiceRegistry", "Registration", "ServiceView", "Instance", "RoundRobin",
+           "AsyncServiceRegistry", "AsyncRegistration", "AsyncServiceView"]
 
 log = logging.getLogger("fastkv.client.recipes")
 
@@ -82,9 +88,8 @@ def decode_instance(service: str, kv: KeyValue, prefix_len: int) -> Instance | N
                     kv.mod_revision)
 
 
-class ServiceRegistry:
-    """Register instances of services and discover them, under ``prefix``
-    (default ``"services/"``; ``""`` for etcd's gRPC resolver layout)."""
+class _RegistryBase:
+    """What ServiceRegistry and AsyncServiceRegistry share: the key layout."""
 
     def __init__(self, client, prefix: KeyLike = "services/"):
         self._client = client
@@ -101,6 +106,20 @@ class ServiceRegistry:
             raise ValueError("an instance id is non-empty and has no '/'")
         return self.service_prefix(service) + iid
 
+    def _instances_steps(self, service: str):
+        p = self.service_prefix(service)
+        r = yield lambda: self._client.range(p, prefix=True)
+        return _sorted_instances(decode_instance(service, kv, len(p)) for kv in r.kvs)
+
+
+def _sorted_instances(instances) -> list[Instance]:
+    return sorted((i for i in instances if i is not None), key=lambda i: i.id)
+
+
+class ServiceRegistry(SyncSteps, _RegistryBase):
+    """Register instances of services and discover them, under ``prefix``
+    (default ``"services/"``; ``""`` for etcd's gRPC resolver layout)."""
+
     def register(self, service: str, instance_id: str, address: str, metadata: Any = None,
                  *, ttl: int = DEFAULT_TTL, reregister: bool = True) -> "Registration":
         """Register an instance (kept alive until :meth:`Registration.close`, or until
@@ -111,10 +130,7 @@ class ServiceRegistry:
 
     def instances(self, service: str) -> list[Instance]:
         """The live instances now (one read), sorted by id."""
-        p = self.service_prefix(service)
-        r = self._client.range(p, prefix=True)
-        out = (decode_instance(service, kv, len(p)) for kv in r.kvs)
-        return sorted((i for i in out if i is not None), key=lambda i: i.id)
+        return self._run(self._instances_steps(service))
 
     def discover(self, service: str,
                  on_change: Callable[[str, Instance], Any] | None = None) -> "ServiceView":
@@ -124,10 +140,32 @@ class ServiceRegistry:
         return ServiceView(self._client, service, self.service_prefix(service), on_change)
 
 
-class Registration:
-    """One registered instance (:meth:`ServiceRegistry.register`): ``key``, ``lease``
-    (the current Lease), ``update(address=, metadata=)``, ``close()`` (deregister: the
-    lease is revoked and the key deleted); also a context manager."""
+class AsyncServiceRegistry(AsyncSteps, _RegistryBase):
+    """:class:`ServiceRegistry` for an AsyncClient. ``register()`` and ``discover()``
+    return objects to ``await`` (or to use with ``async with``, which closes them on
+    exit): ``reg = await registry.register("api", "i-1", "10.0.0.1:80")``,
+    ``async with registry.discover("api") as view:``; ``await
+    registry.instances(service)``."""
+
+    def register(self, service: str, instance_id: str, address: str, metadata: Any = None,
+                 *, ttl: int = DEFAULT_TTL, reregister: bool = True) -> "AsyncRegistration":
+        return AsyncRegistration(self._client, service, self.key(service, instance_id),
+                                 address, metadata, ttl, reregister)
+
+    async def instances(self, service: str) -> list[Instance]:
+        return await self._run(self._instances_steps(service))
+
+    def discover(self, service: str,
+                 on_change: Callable[[str, Instance], Any] | None = None) -> "AsyncServiceView":
+        """``on_change(kind, instance)`` may be a coroutine function."""
+        return AsyncServiceView(self._client, service, self.service_prefix(service),
+                                on_change)
+
+
+class _RegistrationBase:
+    """What Registration and AsyncRegistration share: the state, and registering (again)
+    as steps. A shell provides ``_closed`` (an Event), ``_lost(lease)`` (the lease's
+    on_lost: start registering again) and ``_pause(seconds)``."""
 
     def __init__(self, client, service: str, key: bytes, address: str, metadata: Any,
                  ttl: int, reregister: bool):
@@ -138,16 +176,76 @@ class Registration:
         self.metadata = metadata
         self.ttl = ttl
         self._reregister = reregister
-        self._closed = threading.Event()
         self._mu = threading.Lock()
-        self._thread: threading.Thread | None = None
         #: how many times the instance registered (1, then +1 per lost lease)
         self.registrations = 0
         self.lease = None
-        self._register()
 
     def __repr__(self) -> str:
-        return f"<Registration {self.key!r} address={self.address!r}>"
+        return f"<{type(self).__name__} {self.key!r} address={self.address!r}>"
+
+    def _value(self) -> bytes:
+        return encode_instance(self.address, self.metadata)
+
+    @property
+    def alive(self) -> bool:
+        lease = self.lease
+        return not self._closed.is_set() and lease is not None and lease.alive
+
+    def _register_steps(self):
+        lease = yield lambda: self._client.lease(self.ttl, on_lost=self._lost)
+        try:
+            yield lambda: self._client.put(self.key, self._value(), lease=lease.id)
+        except BaseException:
+            yield lease.revoke
+            raise
+        with self._mu:
+            self.lease = lease
+            self.registrations += 1
+        if self._closed.is_set():   # closed meanwhile
+            yield lease.revoke
+
+    def _should_register_again(self, lease) -> bool:
+        log.warning("registration %r: lease %x lost (%s)", self.key, lease.id,
+                    lease.lost_reason)
+        return self._reregister and not self._closed.is_set()
+
+    def _register_again_steps(self):
+        while not self._closed.is_set():
+            try:
+                yield from self._register_steps()
+                return
+            except errors.ClientClosed:
+                return
+            except errors.EtcdError as e:
+                log.warning("registration %r: registering again failed (%s)", self.key, e)
+                yield lambda: self._pause(REREGISTER_PAUSE)
+
+    def _update_steps(self, address: str | None, metadata: Any):
+        if address is not None:
+            self.address = address
+        if metadata is not ...:
+            self.metadata = metadata
+        yield lambda: self._client.put(self.key, self._value(), lease=self.lease.id)
+
+    def _revoke_steps(self):
+        with self._mu:
+            lease = self.lease
+        if lease is not None:
+            yield lease.revoke
+
+
+class Registration(SyncSteps, _RegistrationBase):
+    """One registered instance (:meth:`ServiceRegistry.register`): ``key``, ``lease``
+    (the current Lease), ``update(address=, metadata=)``, ``close()`` (deregister: the
+    lease is revoked and the key deleted); also a context manager."""
+
+    def __init__(self, client, service: str, key: bytes, address: str, metadata: Any,
+                 ttl: int, reregister: bool):
+        super().__init__(client, service, key, address, metadata, ttl, reregister)
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._run(self._register_steps())
 
     def __enter__(self) -> "Registration":
         return self
@@ -155,54 +253,19 @@ class Registration:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _register(self) -> None:
-        lease = self._client.lease(self.ttl, on_lost=self._lost)
-        try:
-            self._client.put(self.key, encode_instance(self.address, self.metadata),
-                             lease=lease.id)
-        except BaseException:
-            lease.revoke()
-            raise
-        with self._mu:
-            self.lease = lease
-            self.registrations += 1
-        if self._closed.is_set():   # closed meanwhile
-            lease.revoke()
+    def _pause(self, seconds: float) -> None:
+        self._closed.wait(seconds)
 
     def _lost(self, lease) -> None:
-        log.warning("registration %r: lease %x lost (%s)", self.key, lease.id,
-                    lease.lost_reason)
-        if not self._reregister or self._closed.is_set():
-            return
-        t = threading.Thread(target=self._register_again, name="fastkv-reregister",
-                             daemon=True)
-        self._thread = t
-        t.start()
-
-    def _register_again(self) -> None:
-        while not self._closed.is_set():
-            try:
-                self._register()
-                return
-            except errors.ClientClosed:
-                return
-            except errors.EtcdError as e:
-                log.warning("registration %r: registering again failed (%s)", self.key, e)
-                self._closed.wait(REREGISTER_PAUSE)
-
-    @property
-    def alive(self) -> bool:
-        lease = self.lease
-        return not self._closed.is_set() and lease is not None and lease.alive
+        if self._should_register_again(lease):
+            t = threading.Thread(target=self._run, args=(self._register_again_steps(),),
+                                 name="fastkv-reregister", daemon=True)
+            self._thread = t
+            t.start()
 
     def update(self, address: str | None = None, metadata: Any = ...) -> None:
         """Change the address and/or metadata (same key, same lease)."""
-        if address is not None:
-            self.address = address
-        if metadata is not ...:
-            self.metadata = metadata
-        self._client.put(self.key, encode_instance(self.address, self.metadata),
-                         lease=self.lease.id)
+        self._run(self._update_steps(address, metadata))
 
     def close(self) -> None:
         """Deregister: revoke the lease (its key goes with it)."""
@@ -212,65 +275,89 @@ class Registration:
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5)
-        with self._mu:
-            lease = self.lease
-        if lease is not None:
-            lease.revoke()
+        self._run(self._revoke_steps())
 
     deregister = close
 
 
-class ServiceView:
-    """The live instances of one service (:meth:`ServiceRegistry.discover`).
+class AsyncRegistration(AsyncSteps, AwaitableStart, _RegistrationBase):
+    """:class:`Registration` for an AsyncClient (:meth:`AsyncServiceRegistry.register`):
+    registered once awaited (or entered with ``async with``, which deregisters on
+    exit); ``await reg.update(...)``, ``await reg.close()``. A lost lease is
+    registered again by a task of the loop."""
 
-    ``instances`` (sorted by id), ``len(view)``, ``for inst in view``, ``id in view``,
-    ``view.get(id)``; ``wait(predicate, timeout)`` blocks until
-    ``predicate(instances)`` holds; ``sync()`` waits until the view has every change
-    made before the call; ``picker()`` a :class:`RoundRobin` over it; ``close()``.
-    """
+    def __init__(self, client, service: str, key: bytes, address: str, metadata: Any,
+                 ttl: int, reregister: bool):
+        super().__init__(client, service, key, address, metadata, ttl, reregister)
+        self._closed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._started = False
 
-    def __init__(self, client, service: str, prefix: bytes,
-                 on_change: Callable[[str, Instance], Any] | None):
+    async def start(self) -> "AsyncRegistration":
+        if not self._started:
+            await self._run(self._register_steps())
+            self._started = True
+        return self
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._closed.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _lost(self, lease) -> None:
+        if self._should_register_again(lease):
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self._register_again_steps()), name="fastkv-reregister")
+
+    async def update(self, address: str | None = None, metadata: Any = ...) -> None:
+        await self._run(self._update_steps(address, metadata))
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        t = self._task
+        if t is not None and t is not asyncio.current_task():
+            await asyncio.wait([t], timeout=5)
+        await self._run(self._revoke_steps())
+
+    deregister = close
+
+
+class _ServiceViewBase:
+    """What ServiceView and AsyncServiceView share: everything read from the copy."""
+
+    def _init(self, service: str, prefix: bytes,
+              on_change: Callable[[str, Instance], Any] | None) -> None:
         self.service = service
         self._plen = len(prefix)
         self.on_change = on_change
-        self._mirror = Mirror(client, prefix, self._changed, name=f"fastkv-discover-{service}")
 
     def __repr__(self) -> str:
-        return f"<ServiceView {self.service!r} {[i.id for i in self.instances]}>"
-
-    def __enter__(self) -> "ServiceView":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return f"<{type(self).__name__} {self.service!r} {[i.id for i in self.instances]}>"
 
     def _decode(self, kv: KeyValue | None) -> Instance | None:
         return None if kv is None else decode_instance(self.service, kv, self._plen)
 
-    def _changed(self, key: bytes, old: KeyValue | None, new: KeyValue | None) -> None:
+    def _changed(self, key: bytes, old: KeyValue | None, new: KeyValue | None):
         if self.on_change is None:
-            return
+            return None
         o, n = self._decode(old), self._decode(new)
         if n is None and o is not None:
-            self.on_change("removed", o)
-        elif o is None and n is not None:
-            self.on_change("added", n)
-        elif n is not None:
-            self.on_change("updated", n)
+            return self.on_change("removed", o)
+        if o is None and n is not None:
+            return self.on_change("added", n)
+        if n is not None:
+            return self.on_change("updated", n)
+        return None
 
-    def _instances(self, data: dict[bytes, KeyValue]) -> list[Instance]:
-        out = (self._decode(kv) for kv in data.values())
-        return sorted((i for i in out if i is not None), key=lambda i: i.id)
+    def _view(self, data: dict[bytes, KeyValue]) -> list[Instance]:
+        return _sorted_instances(self._decode(kv) for kv in data.values())
 
     @property
     def instances(self) -> list[Instance]:
-        return self._instances(self._mirror.items())
-
-    @property
-    def revision(self) -> int:
-        """The store revision the view is current at."""
-        return self._mirror.revision
+        return self._view(self._mirror.items())
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -287,28 +374,45 @@ class ServiceView:
                 return i
         return None
 
-    def wait(self, predicate: Callable[[list[Instance]], bool],
-             timeout: float | None = None) -> bool:
-        """Block until ``predicate(instances)`` is true (True) or ``timeout`` (False)."""
-        m = self._mirror
-        return m.wait(lambda: predicate(self._instances(m._data)), timeout)
-
-    def sync(self, timeout: float | None = 10.0) -> bool:
-        return self._mirror.sync(timeout)
-
     def picker(self) -> "RoundRobin":
         return RoundRobin(self)
 
-    def close(self) -> None:
-        self._mirror.close()
+
+class ServiceView(_ServiceViewBase, SyncMirrorView):
+    """The live instances of one service (:meth:`ServiceRegistry.discover`).
+
+    ``instances`` (sorted by id), ``len(view)``, ``for inst in view``, ``id in view``,
+    ``view.get(id)``; ``wait(predicate, timeout)`` blocks until
+    ``predicate(instances)`` holds; ``sync()`` waits until the view has every change
+    made before the call; ``picker()`` a :class:`RoundRobin` over it; ``close()``.
+    """
+
+    def __init__(self, client, service: str, prefix: bytes,
+                 on_change: Callable[[str, Instance], Any] | None):
+        self._init(service, prefix, on_change)
+        self._mirror = Mirror(client, prefix, self._changed, name=f"fastkv-discover-{service}")
+
+
+class AsyncServiceView(_ServiceViewBase, AsyncMirrorView):
+    """:class:`ServiceView` for an AsyncClient (:meth:`AsyncServiceRegistry.discover`):
+    loaded once awaited (or entered with ``async with``), then kept current by a task
+    of the loop. ``instances``, ``len``, iteration, ``in``, ``get``, ``picker()`` as
+    the sync one; ``await view.wait(predicate, timeout)``, ``await view.sync()``,
+    ``await view.close()``."""
+
+    def __init__(self, client, service: str, prefix: bytes,
+                 on_change: Callable[[str, Instance], Any] | None):
+        self._init(service, prefix, on_change)
+        self._mirror = AsyncMirror(client, prefix, self._changed,
+                                   name=f"fastkv-discover-{service}")
 
 
 class RoundRobin:
-    """Picks the live instances of a view in turn (``pick()`` or ``next(rr)``);
-    :class:`NoInstanceAvailable` when there are none. Instances that come and go are
-    taken into account at the next pick."""
+    """Picks the live instances of a view (sync or async) in turn (``pick()`` or
+    ``next(rr)``); :class:`NoInstanceAvailable` when there are none. Instances that
+    come and go are taken into account at the next pick."""
 
-    def __init__(self, view: ServiceView):
+    def __init__(self, view: _ServiceViewBase):
         self._view = view
         self._counter = itertools.count()
         self._mu = threading.Lock()
