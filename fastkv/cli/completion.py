@@ -143,7 +143,8 @@ _WALK = """    local look="" seen="" word skip=0 i
 
 _HAS = """{fn}_has() {{
     # is $2 one of the words (separated by spaces or newlines) of $1?
-    local list=$'\\n'"${{1// /$'\\n'}}"$'\\n'
+    local nl=$'\\n'   # zsh does not expand $'\\n' inside "${{...}}"
+    local list="$nl${{1// /$nl}}$nl"
     [[ "$list" == *$'\\n'"$2"$'\\n'* ]]
 }}"""
 

@@ -719,9 +719,35 @@ def test_completion_scripts():
     assert "txn:Txn processes all the requests in one transaction" in zsh
     rc, out, _ = run("fastkvctl", None, ["completion", "zsh", "--no-descriptions"])
     assert rc == 0 and "txn:Txn" not in out.decode() and "\ntxn\n" in out.decode()
-    if shutil.which("zsh"):
-        p = subprocess.run(["zsh", "-n"], input=zsh, capture_output=True, text=True, timeout=30)
-        assert p.returncode == 0, p.stderr
+    assert shutil.which("zsh"), "zsh is not installed: ci/test installs it"
+    p = subprocess.run(["zsh", "-n"], input=zsh, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    # the zsh function offers what the bash one does
+    for words in [("fastkvctl", ""), ("fastkvctl", "ch"), ("fastkvctl", "--endpoints", "x:1", "check", ""),
+                  ("fastkvctl", "check", "perf", "--load", ""), ("fastkvctl", "-w", ""),
+                  ("fastkvctl", "lock", "--t"), ("fastkvctl", "help", "lease", "k"),
+                  ("fastkvctl", "member", "")]:
+        got = _zsh_complete(zsh, *words)
+        assert sorted(got) == sorted(_bash_complete(script, *words)), (words, got)
+    assert _zsh_complete(zsh, "fastkvctl", "elect", "-")[:3] == ["--cacert", "--cert", "--command-timeout"]
+    assert _zsh_complete(zsh, "fastkvctl", "get", "") == ["<files>"]   # a key: no subcommand left
+
+
+def _zsh_complete(script: str, *words: str) -> list[str]:
+    """Run the zsh completion function with zsh's completion builtins replaced by
+    functions that print the candidates they were given which match the current word
+    (as zsh's prefix matching would)."""
+    line = " ".join(f"'{w}'" for w in words)
+    probe = ("compdef() { : }\n"
+             "_offer() { local c n=1; for c; do [[ $c == ${words[CURRENT]}* ]] && print -- $c && n=0; done;"
+             " return n }\n"   # as zsh's: status 0 when something matched
+             "compadd() { [[ $1 == -a ]] && _offer \"${(@P)2}\" }\n"
+             "_describe() { _offer \"${(@)${(@P)4}%%:*}\" }\n"
+             "_files() { print -- '<files>' }\n"
+             f"{script}\nwords=({line}); CURRENT=${{#words}}\n_fastkvctl\n")
+    p = subprocess.run(["zsh", "-f", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    return [w for w in p.stdout.split("\n") if w]
 
 
 # ---------------------------------------------------------------- ETCDCTL_* variables
