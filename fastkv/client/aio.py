@@ -17,10 +17,9 @@ from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
+from ._calls import AsyncUnaryCalls
 from ._requests import KeyLike
-from ._types import (Alarm, AlarmType, DeleteResult, Event, HashKV, KeyValue, LeaseGrant,
-                     LeaseInfo, Member, MemberAddResult, PermType, PutResult, RangeResult,
-                     Role, SortOrder, SortTarget, Status, TxnResult, User, WatchResponse)
+from ._types import Event, LeaseInfo, WatchResponse
 from .txn import AsyncTxn
 
 __all__ = ["AsyncClient", "AsyncLease", "AsyncWatch"]
@@ -56,7 +55,7 @@ class _Conn:
             await stubs.channel.close()
 
 
-class AsyncClient:
+class AsyncClient(AsyncUnaryCalls):
     """The asyncio etcd v3 client: the same constructor and methods as
     :class:`~fastkv.client.Client`, as coroutines.
 
@@ -187,70 +186,13 @@ class AsyncClient:
             att.succeeded(idx)
             return call.convert(resp)
 
-    def _endpoint_index(self, endpoint: str | None) -> int | None:
-        if endpoint is None:
-            return None
-        for i, e in enumerate(self._pool.endpoints):
-            if e.url == endpoint or e.target == endpoint:
-                return i
-        raise ValueError(f"{endpoint!r} is not one of this client's endpoints")
-
     # ---- KV ----------------------------------------------------------------------------
-
-    async def put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None,
-                  prev_kv: bool = False, ignore_value: bool = False,
-                  ignore_lease: bool = False) -> PutResult:
-        return await self._invoke(R.c_put(R.put_request(
-            key, value, lease=lease, prev_kv=prev_kv, ignore_value=ignore_value,
-            ignore_lease=ignore_lease)))
-
-    async def get(self, key: KeyLike, *, revision: int = 0,
-                  serializable: bool = False) -> KeyValue | None:
-        return await self._invoke(R.c_get(R.range_request(key, revision=revision,
-                                                          serializable=serializable)))
-
-    async def range(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
-                    from_key: bool = False, limit: int = 0, revision: int = 0,
-                    sort_order: SortOrder | str | None = None,
-                    sort_target: SortTarget | str | None = None, keys_only: bool = False,
-                    count_only: bool = False, serializable: bool = False,
-                    min_mod_revision: int = 0, max_mod_revision: int = 0,
-                    min_create_revision: int = 0, max_create_revision: int = 0) -> RangeResult:
-        return await self._invoke(R.c_range(R.range_request(
-            key, end, prefix=prefix, from_key=from_key, limit=limit, revision=revision,
-            sort_order=sort_order, sort_target=sort_target, keys_only=keys_only,
-            count_only=count_only, serializable=serializable, min_mod_revision=min_mod_revision,
-            max_mod_revision=max_mod_revision, min_create_revision=min_create_revision,
-            max_create_revision=max_create_revision)))
-
-    async def delete(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
-                     from_key: bool = False, prev_kv: bool = False) -> DeleteResult:
-        return await self._invoke(R.c_delete(R.delete_request(
-            key, end, prefix=prefix, from_key=from_key, prev_kv=prev_kv)))
 
     def txn(self) -> AsyncTxn:
         """A transaction builder: ``await c.txn().if_(...).then(...).else_(...).commit()``."""
         return AsyncTxn(self)
 
-    async def _commit(self, request: pb.TxnRequest) -> TxnResult:
-        return await self._invoke(R.c_txn(request))
-
-    async def compact(self, revision: int, *, physical: bool = False) -> None:
-        await self._invoke(R.c_compact(revision, physical))
-
     # ---- leases ------------------------------------------------------------------------
-
-    async def lease_grant(self, ttl: int, *, id: int = 0) -> LeaseGrant:
-        return await self._invoke(R.c_lease_grant(ttl, id))
-
-    async def lease_revoke(self, id: int) -> None:
-        await self._invoke(R.c_lease_revoke(id))
-
-    async def lease_time_to_live(self, id: int, *, keys: bool = False) -> LeaseInfo:
-        return await self._invoke(R.c_lease_time_to_live(id, keys))
-
-    async def leases(self) -> tuple[int, ...]:
-        return await self._invoke(R.c_leases())
 
     async def lease_keepalive_once(self, id: int) -> int:
         return R.keepalive_ttl(id, await self._keepalive_once(id, self._deadline(_UNSET)))
@@ -314,40 +256,7 @@ class AsyncClient:
 
     # ---- cluster -----------------------------------------------------------------------
 
-    async def members(self) -> tuple[Member, ...]:
-        return await self._invoke(R.c_members())
-
-    async def member_add(self, peer_urls: str | Iterable[str], *,
-                         learner: bool = False) -> MemberAddResult:
-        return await self._invoke(R.c_member_add(peer_urls, learner))
-
-    async def member_remove(self, id: int) -> tuple[Member, ...]:
-        return await self._invoke(R.c_member_remove(id))
-
-    async def member_update(self, id: int, peer_urls: str | Iterable[str]) -> tuple[Member, ...]:
-        return await self._invoke(R.c_member_update(id, peer_urls))
-
-    async def member_promote(self, id: int) -> tuple[Member, ...]:
-        return await self._invoke(R.c_member_promote(id))
-
     # ---- maintenance -------------------------------------------------------------------
-
-    async def status(self, endpoint: str | None = None) -> Status:
-        return await self._invoke(R.c_status(), endpoint=self._endpoint_index(endpoint))
-
-    async def alarms(self) -> tuple[Alarm, ...]:
-        return await self._invoke(R.c_alarms())
-
-    async def alarm_disarm(self, member_id: int = 0,
-                           alarm: AlarmType | str | None = None) -> tuple[Alarm, ...]:
-        return await self._invoke(R.c_alarm_disarm(member_id, alarm))
-
-    async def defragment(self, endpoint: str | None = None) -> None:
-        await self._invoke(R.c_defragment(), endpoint=self._endpoint_index(endpoint))
-
-    async def hash_kv(self, revision: int = 0, endpoint: str | None = None) -> HashKV:
-        return await self._invoke(R.c_hash_kv(revision),
-                                  endpoint=self._endpoint_index(endpoint))
 
     async def snapshot(self, file: str | os.PathLike | IO[bytes]) -> int:
         """Stream a snapshot into ``file`` (a path, written to a temporary name and
@@ -409,58 +318,6 @@ class AsyncClient:
         await self._invoke(R.c_move_leader(target_id), endpoint=leader_idx)
 
     # ---- auth --------------------------------------------------------------------------
-
-    async def authenticate(self, user: str, password: str) -> str:
-        return await self._invoke(R.c_authenticate(user, password))
-
-    async def auth_enable(self) -> None:
-        await self._invoke(R.c_auth_enable())
-
-    async def auth_disable(self) -> None:
-        await self._invoke(R.c_auth_disable())
-
-    async def user_add(self, name: str, password: str | None = None, *,
-                       no_password: bool = False) -> None:
-        await self._invoke(R.c_user_add(name, password, no_password))
-
-    async def user_get(self, name: str) -> User:
-        return await self._invoke(R.c_user_get(name))
-
-    async def user_list(self) -> tuple[str, ...]:
-        return await self._invoke(R.c_user_list())
-
-    async def user_delete(self, name: str) -> None:
-        await self._invoke(R.c_user_delete(name))
-
-    async def user_change_password(self, name: str, password: str) -> None:
-        await self._invoke(R.c_user_change_password(name, password))
-
-    async def user_grant_role(self, user: str, role: str) -> None:
-        await self._invoke(R.c_user_grant_role(user, role))
-
-    async def user_revoke_role(self, user: str, role: str) -> None:
-        await self._invoke(R.c_user_revoke_role(user, role))
-
-    async def role_add(self, name: str) -> None:
-        await self._invoke(R.c_role_add(name))
-
-    async def role_get(self, name: str) -> Role:
-        return await self._invoke(R.c_role_get(name))
-
-    async def role_list(self) -> tuple[str, ...]:
-        return await self._invoke(R.c_role_list())
-
-    async def role_delete(self, name: str) -> None:
-        await self._invoke(R.c_role_delete(name))
-
-    async def role_grant_permission(self, role: str, key: KeyLike, end: KeyLike | None = None,
-                                    *, prefix: bool = False, from_key: bool = False,
-                                    perm: PermType | str = PermType.READWRITE) -> None:
-        await self._invoke(R.c_role_grant_permission(role, key, end, prefix, from_key, perm))
-
-    async def role_revoke_permission(self, role: str, key: KeyLike, end: KeyLike | None = None,
-                                     *, prefix: bool = False, from_key: bool = False) -> None:
-        await self._invoke(R.c_role_revoke_permission(role, key, end, prefix, from_key))
 
 
 # ---- AsyncLease --------------------------------------------------------------------------------

@@ -15,10 +15,9 @@ from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
+from ._calls import UnaryCalls
 from ._requests import KeyLike
-from ._types import (Alarm, AlarmType, DeleteResult, Event, HashKV, KeyValue, LeaseGrant,
-                     LeaseInfo, Member, MemberAddResult, PermType, PutResult, RangeResult,
-                     Role, SortOrder, SortTarget, Status, TxnResult, User, WatchResponse)
+from ._types import Event, LeaseGrant, LeaseInfo, WatchResponse
 from .txn import Txn
 
 __all__ = ["Client", "Lease", "Watch"]
@@ -57,7 +56,7 @@ class _Conn:
                 self._stubs = None
 
 
-class Client:
+class Client(UnaryCalls):
     """A blocking etcd v3 client (fastkv or etcd 3.4).
 
     ``endpoints``: one URL or a list (``http://host:port``, ``https://host:port``,
@@ -215,83 +214,13 @@ class Client:
             att.succeeded(idx)
             return call.convert(resp)
 
-    def _endpoint_index(self, endpoint: str | None) -> int | None:
-        if endpoint is None:
-            return None
-        for i, e in enumerate(self._pool.endpoints):
-            if e.url == endpoint or e.target == endpoint:
-                return i
-        raise ValueError(f"{endpoint!r} is not one of this client's endpoints")
-
     # ---- KV ----------------------------------------------------------------------------
-
-    def put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None,
-            prev_kv: bool = False, ignore_value: bool = False,
-            ignore_lease: bool = False) -> PutResult:
-        """Set ``key`` to ``value`` (optionally attached to ``lease``). With
-        ``prev_kv``, the result carries the pair before the put."""
-        return self._invoke(R.c_put(R.put_request(key, value, lease=lease, prev_kv=prev_kv,
-                                                  ignore_value=ignore_value,
-                                                  ignore_lease=ignore_lease)))
-
-    def get(self, key: KeyLike, *, revision: int = 0,
-            serializable: bool = False) -> KeyValue | None:
-        """The key's KeyValue (at ``revision`` if given), or None."""
-        return self._invoke(R.c_get(R.range_request(key, revision=revision,
-                                                    serializable=serializable)))
-
-    def range(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
-              from_key: bool = False, limit: int = 0, revision: int = 0,
-              sort_order: SortOrder | str | None = None,
-              sort_target: SortTarget | str | None = None, keys_only: bool = False,
-              count_only: bool = False, serializable: bool = False,
-              min_mod_revision: int = 0, max_mod_revision: int = 0,
-              min_create_revision: int = 0, max_create_revision: int = 0) -> RangeResult:
-        """Keys in [key, end), or with the prefix ``key`` (``prefix=True``), or from
-        ``key`` on (``from_key=True``); or ``key`` alone."""
-        return self._invoke(R.c_range(R.range_request(
-            key, end, prefix=prefix, from_key=from_key, limit=limit, revision=revision,
-            sort_order=sort_order, sort_target=sort_target, keys_only=keys_only,
-            count_only=count_only, serializable=serializable, min_mod_revision=min_mod_revision,
-            max_mod_revision=max_mod_revision, min_create_revision=min_create_revision,
-            max_create_revision=max_create_revision)))
-
-    def delete(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
-               from_key: bool = False, prev_kv: bool = False) -> DeleteResult:
-        """Delete ``key`` (or a range, a prefix, keys from ``key`` on)."""
-        return self._invoke(R.c_delete(R.delete_request(key, end, prefix=prefix,
-                                                        from_key=from_key, prev_kv=prev_kv)))
 
     def txn(self) -> Txn:
         """A transaction builder: ``client.txn().if_(...).then(...).else_(...).commit()``."""
         return Txn(self)
 
-    def _commit(self, request: pb.TxnRequest) -> TxnResult:
-        return self._invoke(R.c_txn(request))
-
-    def compact(self, revision: int, *, physical: bool = False) -> None:
-        """Discard the history before ``revision``. With ``physical``, return only
-        once the compaction reached the backend."""
-        self._invoke(R.c_compact(revision, physical))
-
     # ---- leases ------------------------------------------------------------------------
-
-    def lease_grant(self, ttl: int, *, id: int = 0) -> LeaseGrant:
-        """Grant a lease of ``ttl`` seconds (``id``: ask for this ID). Not kept alive:
-        see :meth:`lease` for that."""
-        return self._invoke(R.c_lease_grant(ttl, id))
-
-    def lease_revoke(self, id: int) -> None:
-        """Revoke a lease (its keys are deleted)."""
-        self._invoke(R.c_lease_revoke(id))
-
-    def lease_time_to_live(self, id: int, *, keys: bool = False) -> LeaseInfo:
-        """Remaining TTL of a lease (``ttl == -1``: it is gone), and its keys."""
-        return self._invoke(R.c_lease_time_to_live(id, keys))
-
-    def leases(self) -> tuple[int, ...]:
-        """IDs of every lease."""
-        return self._invoke(R.c_leases())
 
     def lease_keepalive_once(self, id: int) -> int:
         """Renew a lease once; its new TTL. LeaseNotFound when it is gone."""
@@ -381,51 +310,7 @@ class Client:
 
     # ---- cluster -----------------------------------------------------------------------
 
-    def members(self) -> tuple[Member, ...]:
-        """The cluster's members."""
-        return self._invoke(R.c_members())
-
-    def member_add(self, peer_urls: str | Iterable[str], *,
-                   learner: bool = False) -> MemberAddResult:
-        """Add a member (as a non-voting learner with ``learner=True``)."""
-        return self._invoke(R.c_member_add(peer_urls, learner))
-
-    def member_remove(self, id: int) -> tuple[Member, ...]:
-        """Remove a member; the members left."""
-        return self._invoke(R.c_member_remove(id))
-
-    def member_update(self, id: int, peer_urls: str | Iterable[str]) -> tuple[Member, ...]:
-        """Change a member's peer URLs; the members after."""
-        return self._invoke(R.c_member_update(id, peer_urls))
-
-    def member_promote(self, id: int) -> tuple[Member, ...]:
-        """Make a learner a voting member (once it caught up with the leader)."""
-        return self._invoke(R.c_member_promote(id))
-
     # ---- maintenance -------------------------------------------------------------------
-
-    def status(self, endpoint: str | None = None) -> Status:
-        """The status of the current endpoint's member, or of ``endpoint`` (one of
-        the client's endpoints; no failover then)."""
-        return self._invoke(R.c_status(), endpoint=self._endpoint_index(endpoint))
-
-    def alarms(self) -> tuple[Alarm, ...]:
-        """Active alarms (NOSPACE, CORRUPT) of every member."""
-        return self._invoke(R.c_alarms())
-
-    def alarm_disarm(self, member_id: int = 0,
-                     alarm: AlarmType | str | None = None) -> tuple[Alarm, ...]:
-        """Disarm alarms (0 / None: of every member, every type); the alarms disarmed."""
-        return self._invoke(R.c_alarm_disarm(member_id, alarm))
-
-    def defragment(self, endpoint: str | None = None) -> None:
-        """Defragment the backend of the current endpoint's member (or ``endpoint``'s)."""
-        self._invoke(R.c_defragment(), endpoint=self._endpoint_index(endpoint))
-
-    def hash_kv(self, revision: int = 0, endpoint: str | None = None) -> HashKV:
-        """Hash of the keyspace up to ``revision`` (0: latest) on one member: equal on
-        every member that applied the same history."""
-        return self._invoke(R.c_hash_kv(revision), endpoint=self._endpoint_index(endpoint))
 
     def snapshot(self, file: str | os.PathLike | IO[bytes]) -> int:
         """Stream a snapshot of the backend into ``file`` (a path or a binary file
@@ -490,63 +375,6 @@ class Client:
         self._invoke(R.c_move_leader(target_id), endpoint=leader_idx)
 
     # ---- auth --------------------------------------------------------------------------
-
-    def authenticate(self, user: str, password: str) -> str:
-        """Check a user's password; the token the server handed out (the client
-        itself authenticates on its own when made with ``user``/``password``)."""
-        return self._invoke(R.c_authenticate(user, password))
-
-    def auth_enable(self) -> None:
-        """Turn authentication on (a ``root`` user with the ``root`` role must exist)."""
-        self._invoke(R.c_auth_enable())
-
-    def auth_disable(self) -> None:
-        self._invoke(R.c_auth_disable())
-
-    def user_add(self, name: str, password: str | None = None, *,
-                 no_password: bool = False) -> None:
-        """Add a user (``no_password=True``: may only log in by TLS certificate)."""
-        self._invoke(R.c_user_add(name, password, no_password))
-
-    def user_get(self, name: str) -> User:
-        return self._invoke(R.c_user_get(name))
-
-    def user_list(self) -> tuple[str, ...]:
-        return self._invoke(R.c_user_list())
-
-    def user_delete(self, name: str) -> None:
-        self._invoke(R.c_user_delete(name))
-
-    def user_change_password(self, name: str, password: str) -> None:
-        self._invoke(R.c_user_change_password(name, password))
-
-    def user_grant_role(self, user: str, role: str) -> None:
-        self._invoke(R.c_user_grant_role(user, role))
-
-    def user_revoke_role(self, user: str, role: str) -> None:
-        self._invoke(R.c_user_revoke_role(user, role))
-
-    def role_add(self, name: str) -> None:
-        self._invoke(R.c_role_add(name))
-
-    def role_get(self, name: str) -> Role:
-        return self._invoke(R.c_role_get(name))
-
-    def role_list(self) -> tuple[str, ...]:
-        return self._invoke(R.c_role_list())
-
-    def role_delete(self, name: str) -> None:
-        self._invoke(R.c_role_delete(name))
-
-    def role_grant_permission(self, role: str, key: KeyLike, end: KeyLike | None = None, *,
-                              prefix: bool = False, from_key: bool = False,
-                              perm: PermType | str = PermType.READWRITE) -> None:
-        """Let ``role`` read / write / both (``perm``) the key, range, or prefix."""
-        self._invoke(R.c_role_grant_permission(role, key, end, prefix, from_key, perm))
-
-    def role_revoke_permission(self, role: str, key: KeyLike, end: KeyLike | None = None, *,
-                               prefix: bool = False, from_key: bool = False) -> None:
-        self._invoke(R.c_role_revoke_permission(role, key, end, prefix, from_key))
 
 
 # ---- Lease ------------------------------------------------------------------------------------
