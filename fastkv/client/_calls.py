@@ -1,5 +1,6 @@
-"""The unary calls of :class:`~fastkv.client.Client` and
-:class:`~fastkv.client.AsyncClient`, written once.
+"""What :class:`~fastkv.client.Client` and :class:`~fastkv.client.AsyncClient`
+share, written once: their state and constructor (:class:`ClientCore`) and their unary
+calls (:class:`UnaryCalls`).
 
 Each method builds its request with the sans-IO layer (``_requests``) and hands it to
 the client's ``_invoke`` (failover, retries, token refresh), returning what that
@@ -12,22 +13,79 @@ leader) are in sync.py and aio.py.
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from typing import Iterable
 
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
+from . import errors
 from ._requests import KeyLike
 from ._types import (Alarm, AlarmType, DeleteResult, HashKV, KeyValue, LeaseGrant, LeaseInfo,
                      Member, MemberAddResult, PermType, PutResult, RangeResult, Role, SortOrder,
                      SortTarget, Status, TxnResult, User)
 
-__all__ = ["UnaryCalls", "AsyncUnaryCalls"]
+__all__ = ["ClientCore", "UnaryCalls", "AsyncUnaryCalls"]
+
+_UNSET = object()   # "the client's timeout" (None is "no deadline")
 
 
-class UnaryCalls:
-    """Mixin of the clients: needs ``self._invoke(call, endpoint=None)`` and
-    ``self._pool``."""
+class ClientCore:
+    """The endpoints, connections (made on first use), timeout and credentials of a
+    client. A subclass names its connection class (``_conn_class``: one endpoint's
+    channel and stubs) and the lock its authentication takes (``_lock_class``)."""
+
+    _conn_class: type
+    _lock_class: type
+
+    def __init__(self, endpoints: str | Iterable[str] = R.DEFAULT_ENDPOINT, *,
+                 timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
+                 password: str | None = None, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None,
+                 server_name: str | None = None, grpc_options: Iterable = (),
+                 balance: str = "round-robin"):
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e]
+        self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
+        eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
+        self._pool = R.EndpointPool(eps, balance)
+        opts = R.channel_options(self._tls, grpc_options)
+        # TLS files are read now: a missing file is an error here, not at first use
+        creds = self._tls.credentials() if any(e.secure for e in eps) else None
+        self._conns = [self._conn_class(e, creds, opts) for e in eps]
+        self.timeout = timeout
+        self._auth = R.AuthState(user, password)
+        self._auth_lock = self._lock_class()
+        self._closed = False
+        self._children: set = set()   # open watches and leases, closed with the client
+        self._children_lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints, as given."""
+        return [e.url for e in self._pool.endpoints]
+
+    @property
+    def current_endpoint(self) -> str:
+        """The endpoint the next request goes to."""
+        return self._pool.current.url
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.ClientClosed("client is closed")
+
+    def _deadline(self, timeout) -> float | None:
+        t = self.timeout if timeout is _UNSET else timeout
+        return None if t is None else time.monotonic() + t
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - time.monotonic()
+
+
+class UnaryCalls(ClientCore):
+    """The unary calls: each hands its request to ``self._invoke(call, endpoint=None)``."""
 
     def _endpoint_index(self, endpoint: str | None) -> int | None:
         if endpoint is None:

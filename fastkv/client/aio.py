@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import time
-from typing import IO, Any, Awaitable, Callable, Iterable
+from typing import IO, Any, Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -17,7 +17,7 @@ from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
-from ._calls import AsyncUnaryCalls
+from ._calls import _UNSET, AsyncUnaryCalls
 from ._requests import KeyLike
 from ._types import Event, LeaseInfo, WatchResponse
 from .txn import AsyncTxn
@@ -26,7 +26,6 @@ __all__ = ["AsyncClient", "AsyncLease", "AsyncWatch"]
 
 log = logging.getLogger("fastkv.client")
 
-_UNSET = object()
 
 
 class _Conn:
@@ -66,26 +65,8 @@ class AsyncClient(AsyncUnaryCalls):
     ``async with``; ``txn()`` returns a builder whose ``commit()`` is awaited.
     """
 
-    def __init__(self, endpoints: str | Iterable[str] = R.DEFAULT_ENDPOINT, *,
-                 timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
-                 password: str | None = None, ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None,
-                 server_name: str | None = None, grpc_options: Iterable = (),
-                 balance: str = "round-robin"):
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e]
-        self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
-        eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
-        self._pool = R.EndpointPool(eps, balance)
-        opts = R.channel_options(self._tls, grpc_options)
-        # TLS files are read now: a missing file is an error here, not at first use
-        creds = self._tls.credentials() if any(e.secure for e in eps) else None
-        self._conns = [_Conn(e, creds, opts) for e in eps]
-        self.timeout = timeout
-        self._auth = R.AuthState(user, password)
-        self._auth_lock = asyncio.Lock()
-        self._closed = False
-        self._children: set = set()
+    _conn_class = _Conn
+    _lock_class = asyncio.Lock
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -109,27 +90,7 @@ class AsyncClient(AsyncUnaryCalls):
         for c in self._conns:
             await c.close()
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [e.url for e in self._pool.endpoints]
-
-    @property
-    def current_endpoint(self) -> str:
-        return self._pool.current.url
-
     # ---- transport ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise errors.ClientClosed("client is closed")
-
-    def _deadline(self, timeout) -> float | None:
-        t = self.timeout if timeout is _UNSET else timeout
-        return None if t is None else time.monotonic() + t
-
-    @staticmethod
-    def _remaining(deadline: float | None) -> float | None:
-        return None if deadline is None else deadline - time.monotonic()
 
     async def _token_metadata(self, with_token: bool, deadline) -> tuple | None:
         if not with_token or not self._auth.has_credentials:

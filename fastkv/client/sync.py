@@ -7,7 +7,7 @@ import os
 import queue
 import threading
 import time
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, Callable, Iterator
 
 import grpc
 
@@ -15,7 +15,7 @@ from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
-from ._calls import UnaryCalls
+from ._calls import _UNSET, UnaryCalls
 from ._requests import KeyLike
 from ._types import Event, LeaseGrant, LeaseInfo, WatchResponse
 from .txn import Txn
@@ -24,7 +24,6 @@ __all__ = ["Client", "Lease", "Watch"]
 
 log = logging.getLogger("fastkv.client")
 
-_UNSET = object()
 
 
 class _Conn:
@@ -75,27 +74,8 @@ class Client(UnaryCalls):
     Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, endpoints: str | Iterable[str] = R.DEFAULT_ENDPOINT, *,
-                 timeout: float | None = R.DEFAULT_TIMEOUT, user: str | None = None,
-                 password: str | None = None, ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None,
-                 server_name: str | None = None, grpc_options: Iterable = (),
-                 balance: str = "round-robin"):
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",") if e]
-        self._tls = R.TLSOptions(ca_file, cert_file, key_file, server_name)
-        eps = [R.parse_endpoint(e.strip(), self._tls.given) for e in endpoints]
-        self._pool = R.EndpointPool(eps, balance)
-        opts = R.channel_options(self._tls, grpc_options)
-        # TLS files are read now: a missing file is an error here, not at first use
-        creds = self._tls.credentials() if any(e.secure for e in eps) else None
-        self._conns = [_Conn(e, creds, opts) for e in eps]
-        self.timeout = timeout
-        self._auth = R.AuthState(user, password)
-        self._auth_lock = threading.Lock()
-        self._closed = False
-        self._children: set = set()   # open watches and leases, closed with the client
-        self._children_lock = threading.Lock()
+    _conn_class = _Conn
+    _lock_class = threading.Lock
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -123,16 +103,6 @@ class Client(UnaryCalls):
         for c in children:   # ... and wait for their threads
             c._join()
 
-    @property
-    def endpoints(self) -> list[str]:
-        """The endpoints, as given."""
-        return [e.url for e in self._pool.endpoints]
-
-    @property
-    def current_endpoint(self) -> str:
-        """The endpoint requests go to now."""
-        return self._pool.current.url
-
     def _register(self, child) -> None:
         with self._children_lock:
             self._children.add(child)
@@ -142,20 +112,6 @@ class Client(UnaryCalls):
             self._children.discard(child)
 
     # ---- transport ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise errors.ClientClosed("client is closed")
-
-    def _deadline(self, timeout) -> float | None:
-        t = self.timeout if timeout is _UNSET else timeout
-        return None if t is None else time.monotonic() + t
-
-    @staticmethod
-    def _remaining(deadline: float | None) -> float | None:
-        if deadline is None:
-            return None
-        return deadline - time.monotonic()
 
     def _token_metadata(self, with_token: bool, deadline) -> tuple | None:
         if not with_token or not self._auth.has_credentials:
