@@ -5,6 +5,7 @@ test_recipes_processes.py."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 
 import pytest
@@ -165,6 +166,55 @@ def test_lock_lease_lost_while_waiting(client, prefix):
         run.join()
     assert keys_under(client, name + "/") == [holder.key]
     holder.release()
+
+
+class Interrupted(BaseException):
+    """Like KeyboardInterrupt (raised by a signal handler in the main thread)."""
+
+
+def test_lock_acquire_interrupted_leaves_the_line(client, prefix):
+    """A blocking acquire interrupted while it waits (a signal handler raising, as
+    Ctrl-C does) removes its key, on its own lease or on one of the caller's."""
+    name = prefix + "lock"
+    holder = Lock(client, name, ttl=10)
+    holder.acquire()
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with client.lease(10) as lease:
+            for waiter in (Lock(client, name, ttl=10), Lock(client, name, lease=lease)):
+                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                with pytest.raises(Interrupted):
+                    waiter.acquire(timeout=10)
+                assert keys_under(client, name + "/") == [holder.key]
+                assert waiter.key is None and not waiter.held
+            assert lease.alive
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    holder.release()
+
+
+def test_lock_on_lost(client, prefix):
+    """on_lost(lock) runs when the lease goes while the lock is held (one that raises is
+    only logged); a lost lock is not held, refuses fenced writes, releases quietly."""
+    name = prefix + "lock"
+    calls: list = []
+
+    def on_lost(lock):
+        calls.append(lock)
+        raise RuntimeError("a bad callback")
+    lock = Lock(client, name, ttl=2, on_lost=on_lost)
+    assert lock.acquire(timeout=10)
+    client.lease_revoke(lock.lease_id)
+    wait_for(lambda: calls, "on_lost")
+    assert calls == [lock] and not lock.held and not lock.is_held()
+    with pytest.raises(LockLost):
+        lock.guarded_put(prefix + "data", "stale")
+    lock.release()
+    assert keys_under(client, name + "/") == []
 
 
 def test_async_lock(server, prefix):

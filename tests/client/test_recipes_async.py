@@ -1,7 +1,8 @@
-"""The asyncio recipes that share their logic with the blocking ones: AsyncBarrier,
-AsyncDoubleBarrier, AsyncServiceRegistry (AsyncRegistration, AsyncServiceView) and
-AsyncConfigWatcher; several tasks and clients contending, and sync and async
-participants meeting on the same keys. Against fastkv and etcd 3.4 (the ``server``
+"""The asyncio recipes, which share their logic with the blocking ones: AsyncBarrier,
+AsyncDoubleBarrier, AsyncServiceRegistry (AsyncRegistration, AsyncServiceView),
+AsyncConfigWatcher, AsyncLock (cancelled and timed-out waiters, lost leases, on_lost),
+AsyncElection and AsyncObserver, AsyncQueue and AsyncPriorityQueue, async_stm; several
+tasks and clients contending, and sync and async participants meeting on the same keys. Against fastkv and etcd 3.4 (the ``server``
 fixture). Every wait has a deadline; nothing here measures speed."""
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import threading
 import pytest
 from clientfakes import TcpProxy
 
-from fastkv.client import AsyncClient, Client
-from fastkv.client.recipes import (AsyncBarrier, AsyncConfigWatcher, AsyncDoubleBarrier,
+from fastkv.client import AsyncClient, Client, errors, get_op, put_op, value
+from fastkv.client.recipes import (READ_COMMITTED, REPEATABLE_READS, SERIALIZABLE,
+                                   AsyncBarrier, AsyncConfigWatcher, AsyncDoubleBarrier,
+                                   AsyncElection, AsyncLock, AsyncPriorityQueue, AsyncQueue,
                                    AsyncRegistration, AsyncServiceRegistry, AsyncServiceView,
-                                   Barrier, ConfigWatcher, DoubleBarrier, NoInstanceAvailable,
-                                   ServiceRegistry, TooManyClients)
+                                   Barrier, ConfigWatcher, DoubleBarrier, Election, Lock,
+                                   LockLost, NoInstanceAvailable, NotLeader, PriorityQueue,
+                                   Queue, ServiceRegistry, STMConflict, TooManyClients,
+                                   async_stm, stm)
 from fastkv.client.recipes.registry import encode_instance
 
 
@@ -468,4 +473,443 @@ def test_async_config_watcher_resumes_after_disconnects(server, prefix):
                     assert changes[-1] == ("d", "4")
         finally:
             proxy.close()
+    run(main())
+
+
+# ---- AsyncLock ----------------------------------------------------------------------------
+
+async def lease_gone(ac, lease_id) -> bool:
+    return (await ac.lease_time_to_live(lease_id)).ttl == -1
+
+
+async def waiting_in_line(ac, name, n, contender=None) -> bool:
+    """n keys under ``name``/, and ``contender`` (a lock or an election) knows its key:
+    it is waiting (cancelled before its creating transaction answered, it could not
+    know the key to remove, like etcd's Mutex)."""
+    if contender is not None and contender.key is None:
+        return False
+    return len(await keys_under(ac, name + "/")) == n
+
+
+def test_async_lock_waiter_cancelled_or_timed_out_leaves_the_line(server, prefix):
+    """A task cancelled while it waits for the lock (directly, or by a wait_for
+    timeout) removes its key: revokes its own lease, or deletes the key from a lease
+    of the caller's (which lives on). The Lock object can be used again."""
+    name = prefix + "lock"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            holder = AsyncLock(ac, name, ttl=10)
+            assert await holder.acquire()
+
+            waiter = AsyncLock(ac, name, ttl=10)
+            task = asyncio.ensure_future(waiter.acquire())
+            await until(lambda: waiting_in_line(ac, name, 2, waiter), "the waiter in line")
+            lease_id = waiter.lease_id
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await keys_under(ac, name + "/") == [holder.key]
+            assert await lease_gone(ac, lease_id)
+            assert not waiter.held and waiter.key is None and waiter.lease_id == 0
+
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(waiter.acquire(), 0.5)
+            assert await keys_under(ac, name + "/") == [holder.key]
+
+            async with ac.lease(10) as lease:
+                mine = AsyncLock(ac, name, lease=lease)
+                task = asyncio.ensure_future(mine.acquire())
+                await until(lambda: waiting_in_line(ac, name, 2, mine), "the waiter in line")
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert await keys_under(ac, name + "/") == [holder.key]
+                assert lease.alive and not await lease_gone(ac, lease.id)
+
+            # the cancelled ones are out of the way: the next in line gets the lock
+            task = asyncio.ensure_future(waiter.acquire(timeout=10))
+            await until(lambda: waiting_in_line(ac, name, 2), "the waiter in line")
+            await holder.release()
+            assert await task and waiter.held and await waiter.is_held()
+            await waiter.release()
+            assert await keys_under(ac, name + "/") == []
+    run(main())
+
+
+
+
+def test_async_lock_lease_lost_and_on_lost(server, prefix):
+    name = prefix + "lock"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            # the waiter's lease goes while it waits: LockLost, and no key left behind
+            holder, waiter = AsyncLock(ac, name, ttl=10), AsyncLock(ac, name, ttl=2)
+            assert await holder.acquire()
+            task = asyncio.ensure_future(waiter.acquire())
+            await until(lambda: waiting_in_line(ac, name, 2), "the waiter in line")
+            await ac.lease_revoke(waiter.lease_id)
+            with pytest.raises(LockLost):
+                await asyncio.wait_for(task, 15)
+            assert await keys_under(ac, name + "/") == [holder.key] and not waiter.held
+            await holder.release()
+
+            # on_lost: a coroutine function or a plain one, called with the lock; one
+            # that raises is only logged
+            calls: list = []
+
+            async def coro_cb(lock):
+                await asyncio.sleep(0)
+                calls.append(("coro", lock))
+
+            def failing_cb(lock):
+                calls.append(("plain", lock))
+                raise RuntimeError("a bad callback")
+            for cb, kind in ((coro_cb, "coro"), (failing_cb, "plain")):
+                lk = AsyncLock(ac, name, ttl=2, on_lost=cb)
+                assert await lk.acquire(timeout=10)
+                await ac.lease_revoke(lk.lease_id)
+                await until(lambda: calls, "on_lost")
+                assert calls == [(kind, lk)] and not lk.held
+                with pytest.raises(LockLost):
+                    await lk.guarded_put(prefix + "data", "stale")
+                await lk.release()   # a lost lock releases quietly
+                calls.clear()
+            assert await keys_under(ac, name + "/") == []
+    run(main())
+
+
+def test_async_lock_errors_and_queries(client, server, prefix):
+    name = prefix + "lock"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            lk = AsyncLock(ac, name, ttl=10)
+            assert repr(lk) == f"<AsyncLock {name.encode()!r} free key=None token=None>"
+            with pytest.raises(ValueError):
+                await lk.acquire(blocking=False, timeout=1)
+            with pytest.raises(RuntimeError):
+                await lk.release()                           # not held
+            with pytest.raises(RuntimeError):
+                lk.txn()
+            with pytest.raises(RuntimeError):
+                await lk.guarded_put(prefix + "data", "x")
+            assert not await lk.is_held() and await lk.owner() is None
+            assert lk.lease_id == 0
+            assert await lk.acquire(blocking=False)
+            with pytest.raises(RuntimeError, match="already held by this AsyncLock object"):
+                await lk.acquire()
+            assert (await lk.owner()).key == lk.key
+            kv = await ac.get(lk.key)
+            assert kv.value == b"" and kv.lease == lk.lease_id and lk.token == kv.create_revision
+            await lk.guarded_put(prefix + "data/a", "1")
+            await lk.guarded_put(prefix + "data/b", "2")
+            r = await lk.guarded_delete(prefix + "data/", prefix=True, prev_kv=True)
+            assert r.deleted == 2 and sorted(kv.value for kv in r.prev_kvs) == [b"1", b"2"]
+            res = await (lk.txn().if_(value(prefix + "nope") == "x")
+                         .then(put_op(prefix + "data", "no")).else_(get_op(prefix + "nope"))
+                         .commit())
+            assert not res.succeeded and res[0].kvs == ()   # the inner else ran
+
+            # a sync Lock and an AsyncLock of one name exclude each other
+            sync_lock = Lock(client, name, ttl=10)
+            assert not await asyncio.to_thread(sync_lock.acquire, False)
+            await lk.release()
+            assert not lk.held and await lk.owner() is None
+            assert await asyncio.to_thread(sync_lock.acquire, True, 10)
+            assert not await lk.acquire(timeout=0.3)
+            assert (await lk.owner()).key == sync_lock.key
+            await asyncio.to_thread(sync_lock.release)
+            assert await lk.acquire(timeout=10)
+            await lk.release()
+    run(main())
+
+
+# ---- AsyncElection ------------------------------------------------------------------------
+
+def test_async_election_withdraws_on_timeout_cancel_and_lost_lease(server, prefix):
+    name = prefix + "election"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            leader = AsyncElection(ac, name, ttl=10)
+            assert await leader.leader() is None
+            assert await leader.campaign("one") and leader.is_leader
+            assert leader.key == f"{name}/{leader._lease.id:x}".encode()
+            assert repr(leader) == (f"<AsyncElection {name.encode()!r} key={leader.key!r} "
+                                    "leader=True>")
+
+            other = AsyncElection(ac, name, ttl=10)
+            assert await other.campaign("two", timeout=0.3) is False   # withdrew
+            assert await keys_under(ac, name + "/") == [leader.key]
+            assert not other.is_leader and other.key is None
+
+            task = asyncio.ensure_future(other.campaign("two"))
+            await until(lambda: waiting_in_line(ac, name, 2, other), "the second candidate")
+            lease_id = other._lease.id
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await keys_under(ac, name + "/") == [leader.key]
+            assert await lease_gone(ac, lease_id)
+
+            doomed = AsyncElection(ac, name, ttl=2)
+            task = asyncio.ensure_future(doomed.campaign("three"))
+            await until(lambda: waiting_in_line(ac, name, 2), "the third candidate")
+            await ac.lease_revoke(doomed._lease.id)
+            with pytest.raises(NotLeader):
+                await asyncio.wait_for(task, 15)
+            assert await keys_under(ac, name + "/") == [leader.key]
+
+            # the leader's fencing, and its lease going behind its back
+            r = await ac.txn().if_(leader.guard()).then(put_op(prefix + "w", "1")).commit()
+            assert r.succeeded
+            await ac.lease_revoke(leader._lease.id)
+            with pytest.raises(NotLeader):
+                await leader.proclaim("gone")
+            assert not leader.is_leader
+            with pytest.raises(NotLeader):
+                leader.guard()
+            await leader.resign()
+            assert await leader.leader() is None
+    run(main())
+
+
+def test_election_candidates_on_one_lease_sync_and_async(client, server, prefix):
+    """Two Elections on one lease are one candidate (etcd): the second campaign finds
+    the key and proclaims its own value. A sync and an async candidate on one name
+    take turns."""
+    name = prefix + "election"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            with client.lease(10) as lease:
+                first = Election(client, name, lease=lease)
+                assert await asyncio.to_thread(first.campaign, "one")
+                second = AsyncElection(ac, name, lease=lease.id)
+                assert await second.campaign("two", timeout=5)
+                assert second.key == first.key and second.is_leader
+                assert (await second.leader()).value == b"two"
+                await second.resign()                       # deletes the key, not the lease
+                assert lease.alive and await second.leader() is None
+
+            sync_e, async_e = Election(client, name, ttl=10), AsyncElection(ac, name, ttl=10)
+            assert await async_e.campaign("async")
+            task = asyncio.ensure_future(asyncio.to_thread(sync_e.campaign, "sync", 10))
+            await until(lambda: waiting_in_line(ac, name, 2), "the sync candidate")
+            await async_e.proclaim("async-2")
+            assert (await async_e.leader()).value == b"async-2"
+            await async_e.resign()
+            assert await task and sync_e.is_leader
+            assert (await async_e.leader()).value == b"sync"
+            assert not await async_e.campaign("again", timeout=0.3)
+            await asyncio.to_thread(sync_e.resign)
+            assert await keys_under(ac, name + "/") == []
+    run(main())
+
+
+def test_async_observer(client, server, prefix):
+    """Started before there is a leader (``await election.observe()``): it sees the
+    first leader, its proclaims, the next leader (a sync candidate) after a
+    resignation; closed, it ends."""
+    name = prefix + "election"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            a = AsyncElection(ac, name, ttl=10)
+            obs = await a.observe(max_buffer=4)
+            with pytest.raises(TimeoutError):
+                await obs.get(0.2)
+            assert await a.campaign("a")
+            assert (await obs.get(10)).value == b"a"
+            await a.proclaim("a2")
+            assert (await obs.get(10)).value == b"a2"
+            b = Election(client, name, ttl=10)
+            task = asyncio.ensure_future(asyncio.to_thread(b.campaign, "b", 10))
+            await until(lambda: waiting_in_line(ac, name, 2), "the second candidate")
+            await a.resign()
+            assert await task
+            kv = await obs.get(10)
+            assert kv.value == b"b" and kv.key == b.key
+            await asyncio.to_thread(b.resign)
+            await obs.close()
+            with pytest.raises(errors.ClientClosed):
+                await obs.get(1)
+            assert [kv async for kv in obs] == []
+
+            # async with, async for: ends when closed from another task
+            seen = []
+            async with a.observe() as obs2:
+                assert await a.campaign("c")
+
+                async def follow():
+                    async for kv in obs2:
+                        seen.append(kv.value)
+                reader = asyncio.ensure_future(follow())
+                await until(lambda: seen == [b"c"], "the observer")
+                await a.proclaim("d")
+                await until(lambda: seen == [b"c", b"d"], "the observer")
+                await obs2.close()
+                await asyncio.wait_for(reader, 10)
+            await a.resign()
+    run(main())
+
+
+# ---- AsyncQueue, AsyncPriorityQueue -------------------------------------------------------
+
+def test_async_queues_with_sync_ones_and_several_consumers(client, server, prefix):
+    name = prefix + "q"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            q, sq = AsyncQueue(ac, name), Queue(client, name)
+            assert repr(q) == f"<AsyncQueue {name.encode()!r}>"
+            key = await q.enqueue("from-async")
+            assert key.startswith((name + "/").encode())
+            await asyncio.to_thread(sq.enqueue, "from-sync")
+            assert await q.size() == 2 == len(sq)
+            assert await asyncio.to_thread(sq.dequeue, 5) == b"from-async"
+            assert await q.dequeue(5) == b"from-sync"
+            for i in range(5):
+                await q.enqueue(str(i))
+            assert await q.clear() == 5 and await q.size() == 0
+
+            # consumers on their own clients: each item exactly once
+            clients = [AsyncClient(server.url) for _ in range(3)]
+            got: list[bytes] = []
+            try:
+                async def consume(c):
+                    mine = AsyncQueue(c, name)
+                    while True:
+                        try:
+                            got.append(await mine.dequeue(timeout=1))
+                        except TimeoutError:
+                            return
+                consumers = [asyncio.ensure_future(consume(c)) for c in clients]
+                for i in range(20):
+                    await q.enqueue(f"item-{i}")
+                await asyncio.gather(*consumers)
+            finally:
+                for c in clients:
+                    await c.close()
+            assert sorted(got) == sorted(f"item-{i}".encode() for i in range(20))
+
+            pq, spq = AsyncPriorityQueue(ac, prefix + "pq"), PriorityQueue(client, prefix + "pq")
+            assert await pq.enqueue("mid", 5) == (prefix + "pq/00005/0000000000000000").encode()
+            assert await pq.enqueue("mid-2", 5) == (prefix + "pq/00005/0000000000000001").encode()
+            await asyncio.to_thread(spq.enqueue, "urgent", 0)
+            with pytest.raises(ValueError):
+                await pq.enqueue("x", 70000)
+            assert await pq.size() == 3
+            assert [await pq.dequeue(5) for _ in range(3)] == [b"urgent", b"mid", b"mid-2"]
+            with pytest.raises(TimeoutError):
+                await pq.dequeue(0.2)
+    run(main())
+
+
+# ---- async_stm ----------------------------------------------------------------------------
+
+def test_async_stm_semantics(server, prefix):
+    """test_recipes.py's test_stm_semantics, with an AsyncClient."""
+    a, b = prefix + "a", prefix + "b"
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            await ac.put(a, "100")
+
+            async def transfer(tx):
+                x = int(await tx.get_text(a))
+                tx.put(a, str(x - 30))
+                tx.put(b, str(int(await tx.get_text(b, "0")) + 30))
+                assert await tx.get(a) == str(x - 30).encode()   # reads its own writes
+                assert (await tx.get_kv(a)).value == b"100"        # get_kv: as read
+                assert await tx.rev(b) == 0
+                return x
+            assert await async_stm(ac, transfer) == 100
+            assert ((await ac.get(a)).text, (await ac.get(b)).text) == ("70", "30")
+
+            attempts = []
+
+            async def always_conflicts(tx):
+                attempts.append(await tx.rev(a))
+                await tx.get(a)
+                await ac.put(a, str(len(attempts)))
+                tx.put(b, "never")
+            with pytest.raises(STMConflict):
+                await async_stm(ac, always_conflicts, max_retries=2)
+            assert len(attempts) == 3 and (await ac.get(b)).text == "30"
+
+            tries = []
+
+            async def blind(tx):
+                await tx.get(a)
+                if not tries:
+                    await ac.put(b, "changed meanwhile")
+                tries.append(1)
+                tx.put(b, "blind")
+            await async_stm(ac, blind)
+            assert len(tries) == 2 and (await ac.get(b)).text == "blind"
+
+            tries.clear()
+
+            async def rc(tx):
+                await tx.get(a)
+                if not tries:
+                    await ac.put(a, "changed meanwhile")
+                tries.append(1)
+                tx.put(b, "rc")
+            await async_stm(ac, rc, isolation=READ_COMMITTED)
+            assert len(tries) == 1
+
+            async def boom(tx):
+                tx.put(b, "no")
+                raise ValueError("abort")
+            with pytest.raises(ValueError):
+                await async_stm(ac, boom, isolation="serializable", prefetch=[a, b])
+            assert (await ac.get(b)).text == "rc"
+            with pytest.raises(TypeError):                # fn must be a coroutine function
+                await async_stm(ac, lambda tx: 1)
+
+            async def deleter(tx):
+                tx.delete(b)
+                assert await tx.get(b) is None
+            await async_stm(ac, deleter, isolation=REPEATABLE_READS)
+            assert await ac.get(b) is None
+    run(main())
+
+
+def test_stm_snapshot_compacted_runs_fn_again(client, server, prefix):
+    """A read at the snapshot revision after it was compacted: fn runs again (on a new
+    snapshot), sync and async."""
+    a, b = prefix + "a", prefix + "b"
+    client.put(a, "1")
+    client.put(b, "2")
+
+    def compact_once(tries):
+        if len(tries) == 1:
+            client.put(prefix + "x", "y")
+            client.compact(client.put(prefix + "x", "z").revision)
+
+    tries: list = []
+
+    def fn(tx):
+        va = tx.get(a)
+        tries.append(1)
+        compact_once(tries)
+        return va, tx.get(b)
+    assert stm(client, fn, isolation=SERIALIZABLE) == (b"1", b"2")
+    assert len(tries) == 2
+
+    async def main():
+        async with AsyncClient(server.url) as ac:
+            atries: list = []
+
+            async def afn(tx):
+                va = await tx.get(a)
+                atries.append(1)
+                await asyncio.to_thread(compact_once, atries)
+                return va, await tx.get(b)
+            assert await async_stm(ac, afn) == (b"1", b"2")
+            assert len(atries) == 2
     run(main())

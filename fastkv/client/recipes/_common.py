@@ -17,6 +17,7 @@ from typing import Callable
 from fastkv.client import errors
 from fastkv.client._requests import KeyLike, to_bytes
 from fastkv.client._types import Event
+from fastkv.client.txn import create_revision, delete_op
 
 __all__ = ["RecipeError", "LockLost", "NotLeader", "TooManyClients", "STMConflict",
            "NoInstanceAvailable"]
@@ -256,6 +257,16 @@ async def arun_steps(steps):
     return stop.value
 
 
+def remove_key_steps(client, key: bytes | None, revision: int | None, lease):
+    """Steps that remove a contender's key (a Mutex's, an Election candidate's): revoke
+    ``lease`` if it is our own (the key goes with it), else delete the key if it is still
+    the one created at ``revision`` (on a lease of the caller's, which lives on)."""
+    if lease is not None:
+        yield lease.revoke
+    elif key is not None:
+        yield client.txn().if_(create_revision(key) == revision).then(delete_op(key)).commit
+
+
 async def cancel_task(task) -> None:
     """Cancel a task of ours (unless it is the current one) and wait for it to end."""
     if task is None or task.done() or task is asyncio.current_task():
@@ -266,15 +277,18 @@ async def cancel_task(task) -> None:
 
 
 class SyncSteps:
-    """Mixin of a recipe's blocking shell: how its steps run and wait for an event."""
+    """Mixin of a recipe's blocking shell: how its steps run and wait for an event (or
+    for the keys before theirs to go)."""
     _run = staticmethod(run_steps)
     _wait_event = staticmethod(wait_event)
+    _wait_deletes = staticmethod(wait_deletes)
 
 
 class AsyncSteps:
     """Mixin of a recipe's asyncio shell (``await self._run(steps)``)."""
     _run = staticmethod(arun_steps)
     _wait_event = staticmethod(await_event)
+    _wait_deletes = staticmethod(await_deletes)
 
 
 class AwaitableStart:

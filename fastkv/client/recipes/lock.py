@@ -29,9 +29,16 @@ transaction as the write: a holder that was paused past its lease (GC pause, SIG
 a VM migration) and wakes up thinking it still holds the lock gets
 :class:`~fastkv.client.recipes.LockLost` instead of overwriting the new holder's data.
 A plain ``client.put`` made "under the lock" has no such protection.
+
+:class:`AsyncLock` (and :class:`AsyncFencedTxn`) is the same for an AsyncClient, on the
+same keys. The protocol is written once, as steps (generators of client calls, see
+``_common.run_steps``) in the shared base; :class:`Lock` and :class:`AsyncLock` are
+shells that run them with a blocking or an asyncio runner.
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 from typing import Any, Callable
@@ -41,8 +48,8 @@ from fastkv.client._requests import KeyLike, to_bytes
 from fastkv.client._types import DeleteResult, KeyValue, PutResult, TxnResult
 from fastkv.client.txn import Compare, TxnOp, create_revision, delete_op, get_op, put_op
 
-from ._common import (Deadline, LockLost, await_deletes, lease_id_of, lease_key, name_prefix,
-                      wait_deletes)
+from ._common import (AsyncSteps, Deadline, LockLost, SyncSteps, lease_id_of, lease_key,
+                      name_prefix, remove_key_steps)
 
 __all__ = ["Lock", "AsyncLock", "FencedTxn", "AsyncFencedTxn"]
 
@@ -55,8 +62,15 @@ def _first_created(prefix: bytes):
     return get_op(prefix, prefix=True, sort_target="create", sort_order="ascend", limit=1)
 
 
+def _check_blocking(blocking: bool, timeout: float | None) -> None:
+    if not blocking and timeout is not None:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+
+
 class _LockState:
-    """What the sync and async locks share (no I/O)."""
+    """What the sync and async locks share: the state, and each operation as steps.
+    A shell provides ``_run``/``_wait_deletes`` (SyncSteps/AsyncSteps) and
+    ``_on_lease_lost`` (the on_lost of the lease it grants)."""
 
     def _init(self, client, name: KeyLike, ttl: int, lease, on_lost) -> None:
         self._client = client
@@ -120,10 +134,117 @@ class _LockState:
         return (f"lock {self.name!r}: key {self.key!r} with create revision {self.token} "
                 "no longer exists (lease expired or revoked, or key deleted)")
 
+    # ---- steps ------------------------------------------------------------------------
+
+    def _lease_lost_steps(self):
+        if self._held and self.on_lost is not None:
+            try:
+                yield functools.partial(self.on_lost, self)   # (awaited if async)
+            except Exception:   # noqa: BLE001
+                log.exception("on_lost callback of %r failed", self)
+
+    def _lease_id_steps(self):
+        if self._given_lease is not None:
+            return lease_id_of(self._given_lease)
+        self._lease = yield lambda: self._client.lease(self.ttl, on_lost=self._on_lease_lost)
+        return self._lease.id
+
+    def _acquire_steps(self, blocking: bool, timeout: float | None):
+        """etcd's Mutex.Lock (TryLock if not ``blocking``); the shell holds its mutex."""
+        if self._held:
+            raise RuntimeError(f"{self!r} is already held by this {type(self).__name__} object")
+        deadline = Deadline(timeout)
+        self._lost_reason = None
+        lease_id = yield from self._lease_id_steps()
+        key = lease_key(self.prefix, lease_id)
+        c = self._client
+        try:
+            r = yield self._acquire_txn(c.txn(), key, lease_id).commit
+            self.key = key
+            self.token, owner = self._token_of(r)
+            if not owner.kvs or owner[0].create_revision == self.token:
+                self._held = True
+                return True
+            if not blocking:
+                yield from self._abandon_steps()
+                return False
+            if not (yield lambda: self._wait_deletes(c, self.prefix, self.token - 1, deadline,
+                                                     self._check_lease)):
+                yield from self._abandon_steps()
+                return False
+            # our lease may have expired while we waited (etcd 3.5 checks too)
+            kv = yield lambda: c.get(key)
+            if kv is None or kv.create_revision != self.token:
+                raise LockLost(self._lost_message())
+            self._held = True
+            return True
+        except GeneratorExit:
+            raise
+        except BaseException:   # a timeout, an error, a cancel, KeyboardInterrupt
+            yield from self._abandon_steps()
+            raise
+
+    def _drop_steps(self):
+        """Forget the holding and remove our key."""
+        key, token, lease = self.key, self.token, self._lease
+        self._held = False
+        self._lease = None
+        self.key = self.token = None
+        yield from remove_key_steps(self._client, key, token, lease)
+
+    def _abandon_steps(self):
+        """Leave the line (or drop the lock). Errors are logged, not raised: the lease
+        expires anyway."""
+        key = self.key
+        try:
+            yield from self._drop_steps()
+        except errors.EtcdError as e:
+            log.warning("could not remove lock key %r (%s); it goes with its lease", key, e)
+
+    def _release_steps(self):
+        if not self._held:
+            raise RuntimeError(f"{self!r} is not held")
+        yield from self._drop_steps()
+
+    def _is_held_steps(self):
+        if not self._held:
+            return False
+        kv = yield lambda: self._client.get(self.key)
+        return kv is not None and kv.create_revision == self.token
+
+    def _owner_steps(self):
+        r = yield lambda: self._client.range(self.prefix, prefix=True, sort_target="create",
+                                             sort_order="ascend", limit=1)
+        return r.kvs[0] if r.kvs else None
+
+    def _fenced_steps(self, make_op, *args, **kw):
+        """``if guard() then make_op(*args, **kw)``: that op's result, or LockLost."""
+        r = yield self._client.txn().if_(self.guard()).then(make_op(*args, **kw)).commit
+        if not r.succeeded:
+            raise LockLost(self._lost_message())
+        return r[0]
+
+    def _guarded_put_steps(self, key, value, lease, prev_kv):
+        return self._fenced_steps(put_op, key, value, lease=lease, prev_kv=prev_kv)
+
+    def _guarded_delete_steps(self, key, end, prefix, prev_kv):
+        return self._fenced_steps(delete_op, key, end, prefix=prefix, prev_kv=prev_kv)
+
+
+class _FencedTxnBase(TxnOp):
+    """Your transaction, nested in one that checks the lock's fencing token first."""
+
+    def __init__(self, lock):
+        super().__init__()
+        self._lock = lock
+
+    def _commit_steps(self):
+        return self._lock._fenced_steps(TxnOp, self.compares, self.success, self.failure)
+
 
 # ---- blocking ---------------------------------------------------------------------------------
 
-class Lock(_LockState):
+class Lock(SyncSteps, _LockState):
     """A distributed lock (etcd's ``concurrency.Mutex``), with a fencing token.
 
     ``Lock(client, name, ttl=60)`` — each acquisition grants a lease of ``ttl``
@@ -153,100 +274,30 @@ class Lock(_LockState):
         self.release()
 
     def _on_lease_lost(self, lease) -> None:
-        if self._held and self.on_lost is not None:
-            try:
-                self.on_lost(self)
-            except Exception:   # noqa: BLE001
-                log.exception("on_lost callback of %r failed", self)
-
-    def _lease_id_for_acquire(self) -> int:
-        if self._given_lease is not None:
-            return lease_id_of(self._given_lease)
-        self._lease = self._client.lease(self.ttl, on_lost=self._on_lease_lost)
-        return self._lease.id
+        self._run(self._lease_lost_steps())
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock. Blocks until it is ours (True), or until ``timeout`` seconds
         passed (False); ``blocking=False`` tries once (etcd's TryLock). Raises
         :class:`LockLost` if our lease was lost while waiting. Giving up (timeout,
         error, KeyboardInterrupt) removes our place in the line."""
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify a timeout for a non-blocking call")
+        _check_blocking(blocking, timeout)
         with self._mu:
-            if self._held:
-                raise RuntimeError(f"{self!r} is already held by this Lock object")
-            deadline = Deadline(timeout)
-            self._lost_reason = None
-            lease_id = self._lease_id_for_acquire()
-            key = lease_key(self.prefix, lease_id)
-            try:
-                r = self._acquire_txn(self._client.txn(), key, lease_id).commit()
-                self.key = key
-                self.token, owner = self._token_of(r)
-                if not owner.kvs or owner[0].create_revision == self.token:
-                    self._held = True
-                    return True
-                if not blocking:
-                    self._abandon()
-                    return False
-                if not wait_deletes(self._client, self.prefix, self.token - 1, deadline,
-                                    self._check_lease):
-                    self._abandon()
-                    return False
-                # our lease may have expired while we waited (etcd 3.5 checks too)
-                kv = self._client.get(key)
-                if kv is None or kv.create_revision != self.token:
-                    raise LockLost(self._lost_message())
-                self._held = True
-                return True
-            except BaseException:
-                self._abandon()
-                raise
-
-    def _abandon(self) -> None:
-        """Leave the line (or drop the lock): delete our key, revoke our own lease.
-        Errors are logged, not raised: the lease expires anyway."""
-        key, token, lease = self.key, self.token, self._lease
-        self._held = False
-        self._lease = None
-        self.key = self.token = None
-        try:
-            if lease is not None:
-                lease.revoke()
-            elif key is not None:
-                self._client.txn().if_(create_revision(key) == token).then(
-                    delete_op(key)).commit()
-        except errors.EtcdError as e:
-            log.warning("could not remove lock key %r (%s); it goes with its lease", key, e)
+            return self._run(self._acquire_steps(blocking, timeout))
 
     def release(self) -> None:
         """Release the lock: delete our key (revoke our own lease). The next waiter
         in line gets it. Releasing a lock that was lost meanwhile is not an error."""
         with self._mu:
-            if not self._held:
-                raise RuntimeError(f"{self!r} is not held")
-            key, token, lease = self.key, self.token, self._lease
-            self._held = False
-            self._lease = None
-            self.key = self.token = None
-            if lease is not None:
-                lease.revoke()
-            else:
-                self._client.txn().if_(create_revision(key) == token).then(
-                    delete_op(key)).commit()
+            self._run(self._release_steps())
 
     def is_held(self) -> bool:
         """Ask the server: does our lock key still exist with our fencing token?"""
-        if not self._held:
-            return False
-        kv = self._client.get(self.key)
-        return kv is not None and kv.create_revision == self.token
+        return self._run(self._is_held_steps())
 
     def owner(self) -> KeyValue | None:
         """The current holder's key (whoever it is), or None when the lock is free."""
-        r = self._client.range(self.prefix, prefix=True, sort_target="create",
-                               sort_order="ascend", limit=1)
-        return r.kvs[0] if r.kvs else None
+        return self._run(self._owner_steps())
 
     # ---- fenced writes ----------------------------------------------------------------
 
@@ -254,20 +305,12 @@ class Lock(_LockState):
                     prev_kv: bool = False) -> PutResult:
         """Put ``key`` only while we still hold the lock (one transaction comparing the
         lock key's create revision with our token). :class:`LockLost` otherwise."""
-        r = self._client.txn().if_(self.guard()).then(
-            put_op(key, value, lease=lease, prev_kv=prev_kv)).commit()
-        if not r.succeeded:
-            raise LockLost(self._lost_message())
-        return r[0]
+        return self._run(self._guarded_put_steps(key, value, lease, prev_kv))
 
     def guarded_delete(self, key: KeyLike, end: KeyLike | None = None, *, prefix: bool = False,
                        prev_kv: bool = False) -> DeleteResult:
         """Delete only while we still hold the lock; :class:`LockLost` otherwise."""
-        r = self._client.txn().if_(self.guard()).then(
-            delete_op(key, end, prefix=prefix, prev_kv=prev_kv)).commit()
-        if not r.succeeded:
-            raise LockLost(self._lost_message())
-        return r[0]
+        return self._run(self._guarded_delete_steps(key, end, prefix, prev_kv))
 
     def txn(self) -> "FencedTxn":
         """A transaction that runs only while we hold the lock:
@@ -277,31 +320,22 @@ class Lock(_LockState):
         return FencedTxn(self)
 
 
-class FencedTxn(TxnOp):
+class FencedTxn(_FencedTxnBase):
     """:meth:`Lock.txn`: your transaction, nested in one that checks the fencing
     token first (``if guard then <your txn>``)."""
 
-    def __init__(self, lock: Lock):
-        super().__init__()
-        self._lock = lock
-
     def commit(self) -> TxnResult:
-        lock = self._lock
-        inner = TxnOp(self.compares, self.success, self.failure)
-        r = lock._client.txn().if_(lock.guard()).then(inner).commit()
-        if not r.succeeded:
-            raise LockLost(lock._lost_message())
-        return r[0]
+        return self._lock._run(self._commit_steps())
 
 
 # ---- asyncio ----------------------------------------------------------------------------------
 
-class AsyncLock(_LockState):
+class AsyncLock(AsyncSteps, _LockState):
     """:class:`Lock` for an :class:`~fastkv.client.AsyncClient`: ``async with
     AsyncLock(ac, name):``, ``await lock.acquire(timeout=...)``, ``await
     lock.release()``, ``await lock.guarded_put(...)``, ``await lock.txn()...commit()``.
     ``lease=`` takes an AsyncLease or a lease ID; ``on_lost`` may be a coroutine
-    function."""
+    function. A task cancelled while it waits leaves the line (its key is removed)."""
 
     def __init__(self, client, name: KeyLike, ttl: int = DEFAULT_TTL, *, lease=None,
                  on_lost: Callable[["AsyncLock"], Any] | None = None):
@@ -316,131 +350,45 @@ class AsyncLock(_LockState):
         await self.release()
 
     def _mutex(self):
-        import asyncio
         if self._mu is None:
             self._mu = asyncio.Lock()
         return self._mu
 
     async def _on_lease_lost(self, lease) -> None:
-        if self._held and self.on_lost is not None:
-            try:
-                r = self.on_lost(self)
-                if hasattr(r, "__await__"):
-                    await r
-            except Exception:   # noqa: BLE001
-                log.exception("on_lost callback of %r failed", self)
-
-    async def _lease_id_for_acquire(self) -> int:
-        if self._given_lease is not None:
-            return lease_id_of(self._given_lease)
-        self._lease = await self._client.lease(self.ttl, on_lost=self._on_lease_lost)
-        return self._lease.id
+        await self._run(self._lease_lost_steps())
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """See :meth:`Lock.acquire`."""
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify a timeout for a non-blocking call")
+        _check_blocking(blocking, timeout)
         async with self._mutex():
-            if self._held:
-                raise RuntimeError(f"{self!r} is already held by this AsyncLock object")
-            deadline = Deadline(timeout)
-            lease_id = await self._lease_id_for_acquire()
-            key = lease_key(self.prefix, lease_id)
-            try:
-                r = await self._acquire_txn(self._client.txn(), key, lease_id).commit()
-                self.key = key
-                self.token, owner = self._token_of(r)
-                if not owner.kvs or owner[0].create_revision == self.token:
-                    self._held = True
-                    return True
-                if not blocking:
-                    await self._abandon()
-                    return False
-                if not await await_deletes(self._client, self.prefix, self.token - 1,
-                                           deadline, self._check_lease):
-                    await self._abandon()
-                    return False
-                kv = await self._client.get(key)
-                if kv is None or kv.create_revision != self.token:
-                    raise LockLost(self._lost_message())
-                self._held = True
-                return True
-            except BaseException:
-                await self._abandon()
-                raise
-
-    async def _abandon(self) -> None:
-        key, token, lease = self.key, self.token, self._lease
-        self._held = False
-        self._lease = None
-        self.key = self.token = None
-        try:
-            if lease is not None:
-                await lease.revoke()
-            elif key is not None:
-                await self._client.txn().if_(create_revision(key) == token).then(
-                    delete_op(key)).commit()
-        except errors.EtcdError as e:
-            log.warning("could not remove lock key %r (%s); it goes with its lease", key, e)
+            return await self._run(self._acquire_steps(blocking, timeout))
 
     async def release(self) -> None:
         """See :meth:`Lock.release`."""
         async with self._mutex():
-            if not self._held:
-                raise RuntimeError(f"{self!r} is not held")
-            key, token, lease = self.key, self.token, self._lease
-            self._held = False
-            self._lease = None
-            self.key = self.token = None
-            if lease is not None:
-                await lease.revoke()
-            else:
-                await self._client.txn().if_(create_revision(key) == token).then(
-                    delete_op(key)).commit()
+            await self._run(self._release_steps())
 
     async def is_held(self) -> bool:
-        if not self._held:
-            return False
-        kv = await self._client.get(self.key)
-        return kv is not None and kv.create_revision == self.token
+        return await self._run(self._is_held_steps())
 
     async def owner(self) -> KeyValue | None:
-        r = await self._client.range(self.prefix, prefix=True, sort_target="create",
-                                     sort_order="ascend", limit=1)
-        return r.kvs[0] if r.kvs else None
+        return await self._run(self._owner_steps())
 
     async def guarded_put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None,
                           prev_kv: bool = False) -> PutResult:
-        r = await self._client.txn().if_(self.guard()).then(
-            put_op(key, value, lease=lease, prev_kv=prev_kv)).commit()
-        if not r.succeeded:
-            raise LockLost(self._lost_message())
-        return r[0]
+        return await self._run(self._guarded_put_steps(key, value, lease, prev_kv))
 
     async def guarded_delete(self, key: KeyLike, end: KeyLike | None = None, *,
                              prefix: bool = False, prev_kv: bool = False) -> DeleteResult:
-        r = await self._client.txn().if_(self.guard()).then(
-            delete_op(key, end, prefix=prefix, prev_kv=prev_kv)).commit()
-        if not r.succeeded:
-            raise LockLost(self._lost_message())
-        return r[0]
+        return await self._run(self._guarded_delete_steps(key, end, prefix, prev_kv))
 
     def txn(self) -> "AsyncFencedTxn":
         self.guard()
         return AsyncFencedTxn(self)
 
 
-class AsyncFencedTxn(TxnOp):
+class AsyncFencedTxn(_FencedTxnBase):
     """:meth:`AsyncLock.txn`: ``await lock.txn().if_(...).then(...).commit()``."""
 
-    def __init__(self, lock: AsyncLock):
-        super().__init__()
-        self._lock = lock
-
     async def commit(self) -> TxnResult:
-        lock = self._lock
-        inner = TxnOp(self.compares, self.success, self.failure)
-        r = await lock._client.txn().if_(lock.guard()).then(inner).commit()
-        if not r.succeeded:
-            raise LockLost(lock._lost_message())
-        return r[0]
+        return await self._lock._run(self._commit_steps())

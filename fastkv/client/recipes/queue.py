@@ -18,14 +18,18 @@ number after the last key of that priority, allocated in a transaction guarded b
 the bookkeeping key ``__<name>/<priority %05d>``); ``dequeue()`` takes the smallest
 key: the lowest priority number first (0 is the most urgent), FIFO within a
 priority.
+
+:class:`AsyncQueue` and :class:`AsyncPriorityQueue` are the same for an AsyncClient
+(same keys). Each operation is written once, as steps (generators of client calls, see
+``_common.run_steps``) in the shared bases, run by the sync or the async shell.
 """
 from __future__ import annotations
 
 from fastkv.client._requests import KeyLike, to_bytes
 from fastkv.client.txn import delete_op, mod_revision, put_op, version
 
-from ._common import Deadline, RECHECK, await_event, is_put, name_prefix, unique_suffix, \
-    wait_event
+from ._common import AsyncSteps, Deadline, RECHECK, SyncSteps, is_put, name_prefix, \
+    unique_suffix
 
 __all__ = ["Queue", "PriorityQueue", "AsyncQueue", "AsyncPriorityQueue"]
 
@@ -43,6 +47,9 @@ def _seq_number(key: bytes) -> int:
 
 
 class _QueueBase:
+    """What every queue shares: the prefix, and dequeuing, counting and clearing as
+    steps (run by the shell's ``_run``, with its ``_wait_event``)."""
+
     _sort_target = "create"
 
     def __init__(self, client, name: KeyLike):
@@ -57,138 +64,130 @@ class _QueueBase:
         return dict(prefix=True, sort_target=self._sort_target, sort_order="ascend",
                     limit=BATCH)
 
+    def _dequeue_steps(self, timeout: float | None):
+        deadline = Deadline(timeout)
+        c = self._client
+        while True:
+            r = yield lambda: c.range(self.prefix, **self._oldest())
+            for kv in r.kvs:
+                if (yield _claim_txn(c.txn(), kv).commit).succeeded:
+                    return kv.value
+            if r.kvs:
+                continue   # others took those; read again
+            ev = yield lambda: self._wait_event(c, self.prefix, r.revision, deadline, is_put,
+                                                prefix=True)
+            if ev is None:
+                raise TimeoutError(f"{self!r} stayed empty for {timeout} s")
+            if ev is not RECHECK and (yield _claim_txn(c.txn(), ev.kv).commit).succeeded:
+                return ev.kv.value
+
+    def _size_steps(self):
+        return (yield lambda: self._client.range(self.prefix, prefix=True,
+                                                 count_only=True)).count
+
+    def _clear_steps(self):
+        return (yield lambda: self._client.delete(self.prefix, prefix=True)).deleted
+
+
+class _FifoSteps(_QueueBase):
+    """Queue and AsyncQueue: etcd's Queue.Enqueue."""
+
+    def _enqueue_steps(self, value: KeyLike):
+        value = to_bytes(value, "value")
+        while True:
+            key = self.prefix + unique_suffix()
+            r = yield self._client.txn().if_(version(key) == 0).then(put_op(key, value)).commit
+            if r.succeeded:
+                return key
+
+
+class _PrioritySteps(_QueueBase):
+    """PriorityQueue and AsyncPriorityQueue: etcd's PriorityQueue.Enqueue."""
+
+    _sort_target = "key"
+
     def _priority_prefix(self, priority: int) -> bytes:
         if not isinstance(priority, int) or not 0 <= priority <= 0xFFFF:
             raise ValueError("priority is an int from 0 (dequeued first) to 65535")
         return self.prefix + b"%05d" % priority
 
+    def _enqueue_steps(self, value: KeyLike, priority: int):
+        value = to_bytes(value, "value")
+        base = self._priority_prefix(priority)
+        c = self._client
+        while True:   # etcd's newSequentialKV
+            last = yield lambda: c.range(base + b"/", prefix=True, sort_target="key",
+                                         sort_order="descend", limit=1)
+            n = _seq_number(last.kvs[0].key) + 1 if last.kvs else 0
+            key = base + b"/%016d" % n
+            book = b"__" + base
+            r = yield (c.txn().if_(mod_revision(book) < last.revision + 1)
+                       .then(put_op(book, b""), put_op(key, value)).commit)
+            if r.succeeded:
+                return key
+
 
 # ---- blocking ---------------------------------------------------------------------------------
 
-class _SyncQueue(_QueueBase):
+class _SyncQueue(SyncSteps, _QueueBase):
 
     def dequeue(self, timeout: float | None = None) -> bytes:
         """Take the first item (its value); block until there is one. Raises
         ``TimeoutError`` after ``timeout`` seconds without one."""
-        deadline = Deadline(timeout)
-        c = self._client
-        while True:
-            r = c.range(self.prefix, **self._oldest())
-            for kv in r.kvs:
-                if _claim_txn(c.txn(), kv).commit().succeeded:
-                    return kv.value
-            if r.kvs:
-                continue   # others took those; read again
-            ev = wait_event(c, self.prefix, r.revision, deadline, is_put, prefix=True)
-            if ev is None:
-                raise TimeoutError(f"{self!r} stayed empty for {timeout} s")
-            if ev is not RECHECK and _claim_txn(c.txn(), ev.kv).commit().succeeded:
-                return ev.kv.value
+        return self._run(self._dequeue_steps(timeout))
 
     def __len__(self) -> int:
         """Items in the queue now."""
-        return self._client.range(self.prefix, prefix=True, count_only=True).count
+        return self._run(self._size_steps())
 
     def clear(self) -> int:
         """Drop every item; how many there were."""
-        return self._client.delete(self.prefix, prefix=True).deleted
+        return self._run(self._clear_steps())
 
 
-class Queue(_SyncQueue):
+class Queue(_SyncQueue, _FifoSteps):
     """A FIFO queue shared by processes (etcd contrib/recipes ``Queue``):
     ``enqueue(value)``, ``dequeue(timeout=None)``, ``len()``."""
 
     def enqueue(self, value: KeyLike) -> bytes:
         """Append an item; its key."""
-        value = to_bytes(value, "value")
-        while True:
-            key = self.prefix + unique_suffix()
-            r = self._client.txn().if_(version(key) == 0).then(put_op(key, value)).commit()
-            if r.succeeded:
-                return key
+        return self._run(self._enqueue_steps(value))
 
 
-class PriorityQueue(_SyncQueue):
+class PriorityQueue(_SyncQueue, _PrioritySteps):
     """A priority queue (etcd contrib/recipes ``PriorityQueue``):
     ``enqueue(value, priority)`` (0..65535, lower first), ``dequeue(timeout=None)``."""
 
-    _sort_target = "key"
-
     def enqueue(self, value: KeyLike, priority: int = 0) -> bytes:
         """Add an item with ``priority`` (lower numbers are dequeued first); its key."""
-        value = to_bytes(value, "value")
-        base = self._priority_prefix(priority)
-        c = self._client
-        while True:   # etcd's newSequentialKV
-            last = c.range(base + b"/", prefix=True, sort_target="key", sort_order="descend",
-                           limit=1)
-            n = _seq_number(last.kvs[0].key) + 1 if last.kvs else 0
-            key = base + b"/%016d" % n
-            book = b"__" + base
-            r = (c.txn().if_(mod_revision(book) < last.revision + 1)
-                 .then(put_op(book, b""), put_op(key, value)).commit())
-            if r.succeeded:
-                return key
+        return self._run(self._enqueue_steps(value, priority))
 
 
 # ---- asyncio ----------------------------------------------------------------------------------
 
-class _AsyncQueue(_QueueBase):
+class _AsyncQueue(AsyncSteps, _QueueBase):
 
     async def dequeue(self, timeout: float | None = None) -> bytes:
         """See :meth:`Queue.dequeue`."""
-        deadline = Deadline(timeout)
-        c = self._client
-        while True:
-            r = await c.range(self.prefix, **self._oldest())
-            for kv in r.kvs:
-                if (await _claim_txn(c.txn(), kv).commit()).succeeded:
-                    return kv.value
-            if r.kvs:
-                continue
-            ev = await await_event(c, self.prefix, r.revision, deadline, is_put, prefix=True)
-            if ev is None:
-                raise TimeoutError(f"{self!r} stayed empty for {timeout} s")
-            if ev is not RECHECK and (await _claim_txn(c.txn(), ev.kv).commit()).succeeded:
-                return ev.kv.value
+        return await self._run(self._dequeue_steps(timeout))
 
     async def size(self) -> int:
-        return (await self._client.range(self.prefix, prefix=True, count_only=True)).count
+        return await self._run(self._size_steps())
 
     async def clear(self) -> int:
-        return (await self._client.delete(self.prefix, prefix=True)).deleted
+        return await self._run(self._clear_steps())
 
 
-class AsyncQueue(_AsyncQueue):
+class AsyncQueue(_AsyncQueue, _FifoSteps):
     """:class:`Queue` for an AsyncClient (``await q.enqueue(v)``, ``await
     q.dequeue()``, ``await q.size()``)."""
 
     async def enqueue(self, value: KeyLike) -> bytes:
-        value = to_bytes(value, "value")
-        while True:
-            key = self.prefix + unique_suffix()
-            r = await self._client.txn().if_(version(key) == 0).then(
-                put_op(key, value)).commit()
-            if r.succeeded:
-                return key
+        return await self._run(self._enqueue_steps(value))
 
 
-class AsyncPriorityQueue(_AsyncQueue):
+class AsyncPriorityQueue(_AsyncQueue, _PrioritySteps):
     """:class:`PriorityQueue` for an AsyncClient."""
 
-    _sort_target = "key"
-
     async def enqueue(self, value: KeyLike, priority: int = 0) -> bytes:
-        value = to_bytes(value, "value")
-        base = self._priority_prefix(priority)
-        c = self._client
-        while True:
-            last = await c.range(base + b"/", prefix=True, sort_target="key",
-                                 sort_order="descend", limit=1)
-            n = _seq_number(last.kvs[0].key) + 1 if last.kvs else 0
-            key = base + b"/%016d" % n
-            book = b"__" + base
-            r = await (c.txn().if_(mod_revision(book) < last.revision + 1)
-                       .then(put_op(book, b""), put_op(key, value)).commit())
-            if r.succeeded:
-                return key
+        return await self._run(self._enqueue_steps(value, priority))

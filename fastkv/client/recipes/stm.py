@@ -24,6 +24,10 @@ Isolation levels (etcd's ``concurrency.Isolation``):
 On a conflict (serializable levels), the failed transaction's ``else`` branch reads
 the keys again, so the next attempt starts without another round trip (etcd's
 prefetch).
+
+:func:`async_stm` and :class:`AsyncSTM` are the same for an AsyncClient: the reads and
+the retry loop are written once, as steps (generators of client calls, see
+``_common.run_steps``), run by the blocking or the asyncio shell.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from fastkv.client._requests import KeyLike, to_bytes
 from fastkv.client._types import KeyValue, RangeResult
 from fastkv.client.txn import delete_op, get_op, mod_revision, put_op
 
-from ._common import STMConflict
+from ._common import AsyncSteps, STMConflict, SyncSteps, arun_steps, run_steps
 
 __all__ = ["stm", "async_stm", "Isolation", "STM", "AsyncSTM", "SERIALIZABLE_SNAPSHOT",
            "SERIALIZABLE", "REPEATABLE_READS", "READ_COMMITTED"]
@@ -61,8 +65,8 @@ class _Restart(Exception):
 
 
 class _STMBase:
-    """What the blocking and the asyncio STM share: the read and write sets, and the
-    commit's comparisons."""
+    """What the blocking and the asyncio STM share: the read and write sets, the
+    commit's comparisons, and the reads and the commit as steps."""
 
     def __init__(self, client, isolation: Isolation, prefetch: dict[bytes, RangeResult]):
         self._client = client
@@ -90,6 +94,37 @@ class _STMBase:
             self._snapshot_rev = r.revision
         self._rset[key] = r
         return r
+
+    # ---- reads (as steps) -----------------------------------------------------------------
+
+    def _fetch_steps(self, key: bytes):
+        r = self._cached(key)
+        if r is not None:
+            return r
+        try:
+            r = yield lambda: self._client.range(key, revision=self._read_revision())
+        except errors.Compacted:
+            raise _Restart() from None
+        return self._remember(key, r)
+
+    def _get_steps(self, key: KeyLike):
+        k = to_bytes(key)
+        if k in self._wset:
+            return self._wset[k][0]
+        r = yield from self._fetch_steps(k)
+        return r.kvs[0].value if r.kvs else None
+
+    def _get_text_steps(self, key: KeyLike, default: str | None):
+        v = yield from self._get_steps(key)
+        return default if v is None else v.decode()
+
+    def _get_kv_steps(self, key: KeyLike):
+        r = yield from self._fetch_steps(to_bytes(key))
+        return r.kvs[0] if r.kvs else None
+
+    def _rev_steps(self, key: KeyLike):
+        kv = yield from self._get_kv_steps(key)
+        return kv.mod_revision if kv else 0
 
     # ---- writes (both flavours) -----------------------------------------------------------
 
@@ -130,92 +165,79 @@ class _STMBase:
             keys = []
         return t, keys
 
-
-class STM(_STMBase):
-    """The object ``fn`` receives from :func:`stm`: ``get``, ``get_text``, ``get_kv``,
-    ``rev``, ``put``, ``delete``. Reads see this transaction's own writes."""
-
-    def _fetch(self, key: bytes) -> RangeResult:
-        r = self._cached(key)
-        if r is not None:
-            return r
-        try:
-            r = self._client.range(key, revision=self._read_revision())
-        except errors.Compacted:
-            raise _Restart() from None
-        return self._remember(key, r)
-
-    def get(self, key: KeyLike) -> bytes | None:
-        """The key's value (None: absent), as this transaction sees it."""
-        k = to_bytes(key)
-        if k in self._wset:
-            return self._wset[k][0]
-        r = self._fetch(k)
-        return r.kvs[0].value if r.kvs else None
-
-    def get_text(self, key: KeyLike, default: str | None = None) -> str | None:
-        """:meth:`get` decoded as UTF-8 (``default`` when absent)."""
-        v = self.get(key)
-        return default if v is None else v.decode()
-
-    def get_kv(self, key: KeyLike) -> KeyValue | None:
-        """The key's KeyValue as read (ignores this transaction's own writes)."""
-        r = self._fetch(to_bytes(key))
-        return r.kvs[0] if r.kvs else None
-
-    def rev(self, key: KeyLike) -> int:
-        """The key's mod revision as read (0: absent)."""
-        kv = self.get_kv(key)
-        return kv.mod_revision if kv else 0
-
-    def _commit(self):
+    def _commit_steps(self):
+        """(committed?, the prefetch of the next attempt)."""
         t, keys = self._commit_txn()
-        r = t.commit()
+        r = yield t.commit
         return r.succeeded, ({} if r.succeeded else dict(zip(keys, r.responses)))
 
 
-class AsyncSTM(_STMBase):
+class STM(SyncSteps, _STMBase):
+    """The object ``fn`` receives from :func:`stm`: ``get``, ``get_text``, ``get_kv``,
+    ``rev``, ``put``, ``delete``. Reads see this transaction's own writes."""
+
+    def get(self, key: KeyLike) -> bytes | None:
+        """The key's value (None: absent), as this transaction sees it."""
+        return self._run(self._get_steps(key))
+
+    def get_text(self, key: KeyLike, default: str | None = None) -> str | None:
+        """:meth:`get` decoded as UTF-8 (``default`` when absent)."""
+        return self._run(self._get_text_steps(key, default))
+
+    def get_kv(self, key: KeyLike) -> KeyValue | None:
+        """The key's KeyValue as read (ignores this transaction's own writes)."""
+        return self._run(self._get_kv_steps(key))
+
+    def rev(self, key: KeyLike) -> int:
+        """The key's mod revision as read (0: absent)."""
+        return self._run(self._rev_steps(key))
+
+
+class AsyncSTM(AsyncSteps, _STMBase):
     """The object ``fn`` receives from :func:`async_stm`: ``await tx.get(k)``,
     ``await tx.get_text(k)``, ``await tx.get_kv(k)``, ``await tx.rev(k)``;
     ``tx.put(k, v)`` and ``tx.delete(k)`` (not awaited: they only record)."""
 
-    async def _fetch(self, key: bytes) -> RangeResult:
-        r = self._cached(key)
-        if r is not None:
-            return r
-        try:
-            r = await self._client.range(key, revision=self._read_revision())
-        except errors.Compacted:
-            raise _Restart() from None
-        return self._remember(key, r)
-
     async def get(self, key: KeyLike) -> bytes | None:
-        k = to_bytes(key)
-        if k in self._wset:
-            return self._wset[k][0]
-        r = await self._fetch(k)
-        return r.kvs[0].value if r.kvs else None
+        return await self._run(self._get_steps(key))
 
     async def get_text(self, key: KeyLike, default: str | None = None) -> str | None:
-        v = await self.get(key)
-        return default if v is None else v.decode()
+        return await self._run(self._get_text_steps(key, default))
 
     async def get_kv(self, key: KeyLike) -> KeyValue | None:
-        r = await self._fetch(to_bytes(key))
-        return r.kvs[0] if r.kvs else None
+        return await self._run(self._get_kv_steps(key))
 
     async def rev(self, key: KeyLike) -> int:
-        kv = await self.get_kv(key)
-        return kv.mod_revision if kv else 0
-
-    async def _commit(self):
-        t, keys = self._commit_txn()
-        r = await t.commit()
-        return r.succeeded, ({} if r.succeeded else dict(zip(keys, r.responses)))
+        return await self._run(self._rev_steps(key))
 
 
 def _isolation(isolation) -> Isolation:
     return isolation if isinstance(isolation, Isolation) else Isolation(isolation)
+
+
+def _stm_steps(client, tx_class, fn, isolation, prefetch, max_retries):
+    """etcd's runSTM: ``fn(tx)`` (one call: ``tx_class``'s runner awaits it if async)
+    on fresh reads, until its writes commit."""
+    iso = _isolation(isolation)
+    keys = [to_bytes(k) for k in prefetch]
+    pre: dict[bytes, RangeResult] = {}
+    if keys:
+        r = yield client.txn().then(*(get_op(k) for k in keys)).commit
+        pre = dict(zip(keys, r.responses))
+    attempts = 0
+    while True:
+        tx = tx_class(client, iso, pre)
+        try:
+            result = yield lambda: fn(tx)
+        except _Restart:
+            pre = {}
+            continue
+        ok, pre = yield from tx._commit_steps()
+        if ok:
+            return result
+        attempts += 1
+        if max_retries is not None and attempts > max_retries:
+            raise STMConflict(f"STM transaction still conflicting after {attempts} attempts")
 
 
 def stm(client, fn: Callable[[STM], Any], *,
@@ -228,26 +250,7 @@ def stm(client, fn: Callable[[STM], Any], *,
     give up with :class:`STMConflict` after that many conflicting attempts (None:
     retry until it commits, like etcd). An exception raised by ``fn`` aborts (nothing
     is written) and propagates."""
-    iso = _isolation(isolation)
-    keys = [to_bytes(k) for k in prefetch]
-    pre: dict[bytes, RangeResult] = {}
-    if keys:
-        r = client.txn().then(*(get_op(k) for k in keys)).commit()
-        pre = dict(zip(keys, r.responses))
-    attempts = 0
-    while True:
-        tx = STM(client, iso, pre)
-        try:
-            result = fn(tx)
-        except _Restart:
-            pre = {}
-            continue
-        ok, pre = tx._commit()
-        if ok:
-            return result
-        attempts += 1
-        if max_retries is not None and attempts > max_retries:
-            raise STMConflict(f"STM transaction still conflicting after {attempts} attempts")
+    return run_steps(_stm_steps(client, STM, fn, isolation, prefetch, max_retries))
 
 
 async def async_stm(client, fn: Callable[[AsyncSTM], Awaitable[Any]], *,
@@ -255,23 +258,7 @@ async def async_stm(client, fn: Callable[[AsyncSTM], Awaitable[Any]], *,
                     prefetch: Iterable[KeyLike] = (), max_retries: int | None = None) -> Any:
     """:func:`stm` for an AsyncClient: ``fn`` is a coroutine function taking an
     :class:`AsyncSTM`."""
-    iso = _isolation(isolation)
-    keys = [to_bytes(k) for k in prefetch]
-    pre: dict[bytes, RangeResult] = {}
-    if keys:
-        r = await client.txn().then(*(get_op(k) for k in keys)).commit()
-        pre = dict(zip(keys, r.responses))
-    attempts = 0
-    while True:
-        tx = AsyncSTM(client, iso, pre)
-        try:
-            result = await fn(tx)
-        except _Restart:
-            pre = {}
-            continue
-        ok, pre = await tx._commit()
-        if ok:
-            return result
-        attempts += 1
-        if max_retries is not None and attempts > max_retries:
-            raise STMConflict(f"STM transaction still conflicting after {attempts} attempts")
+    async def call(tx):   # fn's result must be awaitable (the runner would pass on others)
+        return await fn(tx)
+    return await arun_steps(_stm_steps(client, AsyncSTM, call, isolation, prefetch,
+                                       max_retries))
