@@ -157,13 +157,21 @@ def _model(name: str, table: dict) -> tuple:
 
 
 def _clients(ctx, n: int) -> list[GatewayClient]:
-    """n clients like the command's (endpoints, TLS, token), each with its own connection."""
+    """n clients like the command's (endpoints, TLS, token), each with its own connection,
+    dialled before the load starts, as etcdctl's gRPC clients connect once made: the
+    load's latencies do not include connecting."""
     base = ctx.client()
     eps = [f"{s}://[{h}]:{p}" if ":" in h else f"{s}://{h}:{p}" for s, h, p in base.endpoints]
     out = []
+    reachable = True
     for _ in range(n):
         c = GatewayClient(eps, base.dial_timeout, WORKER_TIMEOUT, base.ssl_context)
         c.token = base.token
+        if reachable:
+            try:
+                c.connect()
+            except ClientError:
+                reachable = False   # the first requests dial again and report it
         out.append(c)
     return out
 

@@ -142,6 +142,10 @@ class GatewayClient:
                 raise DeadlineExceeded(last)
             time.sleep(min(0.1, max(0.0, dial_deadline - time.monotonic())))
 
+    def connect(self) -> None:
+        """Dial now (as clientv3.New does), not on the first request."""
+        self._open(time.monotonic() + self.dial_timeout)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -250,3 +250,25 @@ def test_watch_compacted(any_server):
     assert ctl(s, "get", "c", "--rev", "2") == (
         1, "", "Error: etcdserver: mvcc: required revision has been compacted\n")
     assert ok(s, "get", "c", "--rev", "3") == "c\n2\n"
+
+
+def test_check_clients_connect_before_the_load(fastkv_server):
+    """check perf / datascale dial their clients before timing anything (etcdctl's
+    gRPC clients connect once made); one refused dial stops the dialling (each
+    request then dials and reports the error itself)."""
+    from types import SimpleNamespace
+
+    from fastkv.cli import check_commands
+    from fastkv.cli.transport import GatewayClient
+
+    base = GatewayClient([fastkv_server.url])
+    clients = check_commands._clients(SimpleNamespace(client=lambda: base), 5)
+    try:
+        assert all(c._conn is not None for c in clients)
+        assert len({c._conn.sock.getsockname() for c in clients}) == 5   # one connection each
+    finally:
+        for c in clients:
+            c.close()
+    dead = GatewayClient([f"http://127.0.0.1:{free_port()}"], dial_timeout=0.2)
+    clients = check_commands._clients(SimpleNamespace(client=lambda: dead), 50)
+    assert len(clients) == 50 and all(c._conn is None for c in clients)
