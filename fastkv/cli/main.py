@@ -29,6 +29,7 @@ from fastkv.cli.printer import FORMATS, KNOWN_FORMATS, new_printer
 from fastkv.cli.snapshot_commands import SNAPSHOT_COMMAND
 from fastkv.cli.transport import ClientError, GatewayClient, RPCError
 from fastkv.cli.txn_command import TXN_COMMAND
+from fastkv.cli.watch_command import WATCH_COMMAND
 from fastkv.keyrange import prefix_end
 
 PROGRAM = "etcdctl"  # cobra's root name appears in usage; keep etcdctl's wording
@@ -339,57 +340,6 @@ def cmd_del(ctx: Context, args: list[str], v: dict) -> int:
     return EXIT_SUCCESS
 
 
-# -- watch ---------------------------------------------------------------------
-
-def watch_error(resp: dict) -> str:
-    """clientv3.WatchResponse.Err() for a canceled watch."""
-    if resp.get("compact_revision"):
-        return "etcdserver: mvcc: required revision has been compacted"
-    if resp.get("cancel_reason"):
-        return resp["cancel_reason"]
-    return "etcdserver: mvcc: required revision is a future revision"
-
-
-def cmd_watch(ctx: Context, args: list[str], v: dict) -> int:
-    if not args:
-        raise Exit(EXIT_BAD_ARGS, "bad number of arguments")
-    if len(args) == 2 and v["prefix"]:
-        raise Exit(EXIT_BAD_ARGS, "`range_end` and `--prefix` are mutually exclusive")
-    create = range_body(args[0], args[1] if len(args) == 2 else None, v["prefix"], False)
-    if v["prev-kv"]:
-        create["prev_kv"] = True
-    if v["progress-notify"]:
-        create["progress_notify"] = True
-    next_rev = v["rev"]
-    client = ctx.client()
-    while True:
-        if next_rev > 0:
-            create["start_revision"] = str(next_rev)
-        try:
-            for resp in client.stream("/v3/watch", {"create_request": create}, timeout=None):
-                if resp.get("created") and not resp.get("canceled"):
-                    if next_rev <= 0:  # pin the start so a reconnect resumes without gaps
-                        next_rev = resp.get("header", {}).get("revision", 0) + 1
-                    continue
-                if resp.get("canceled"):
-                    sys.stderr.write(f"watch was canceled ({watch_error(resp)})\n")
-                    ctx.display.watch(resp)
-                    ctx.stdout.flush()
-                    raise Exit(EXIT_INTERRUPTED, "watch is canceled by the server")
-                events = resp.get("events", [])
-                if events:
-                    next_rev = events[-1].get("kv", {}).get("mod_revision", next_rev - 1) + 1
-                elif resp.get("header", {}).get("revision"):
-                    next_rev = max(next_rev, resp["header"]["revision"] + 1)
-                ctx.display.watch(resp)
-                ctx.stdout.flush()
-        except RPCError as e:
-            raise Exit(EXIT_INTERRUPTED if e.code == 1 else EXIT_BAD_CONNECTION, str(e)) from None
-        except ClientError:
-            pass  # connection lost: clientv3 retries the watch; so do we
-        time.sleep(0.2)
-
-
 # -- lease commands ------------------------------------------------------------
 
 def cmd_lease_grant(ctx: Context, args: list[str], v: dict) -> int:
@@ -550,14 +500,7 @@ ROOT = fl.Command(PROGRAM, "A simple command line client for etcd3.", f"{PROGRAM
                    F("from-key", "bool", False,
                      "delete keys that are greater than or equal to the given key using byte compare"),
                ]),
-    fl.Command("watch", "Watches events stream on keys or prefixes",
-               "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...] [flags]",
-               cmd_watch, [
-                   F("prefix", "bool", False, "Watch on a prefix if prefix is set"),
-                   F("rev", "int", 0, "Revision to start watching"),
-                   F("prev-kv", "bool", False, "get the previous key-value pair before the event happens"),
-                   F("progress-notify", "bool", False, "get periodic watch progress notification from server"),
-               ]),
+    WATCH_COMMAND,
     fl.Command("lease", "Lease related commands", "lease <subcommand> [flags]", subcommands=[
         fl.Command("grant", "Creates leases", "lease grant <ttl> [flags]", cmd_lease_grant),
         fl.Command("keep-alive", "Keeps leases alive (renew)", "lease keep-alive [options] <leaseID> [flags]",
@@ -646,6 +589,7 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
     ctx = None
     try:
         ctx = Context(parsed.values, stdin, stdout)
+        ctx.argv = argv   # the raw command line: watch looks for its "--" there, as etcdctl does
         code = cmd.run(ctx, parsed.args, parsed.values)
         stdout.flush()
         return code

@@ -643,9 +643,9 @@ def test_output_formats_match_etcdctl(two_fastkv):
 # ---------------------------------------------------------------- --help, help, completion
 
 # help lines that differ on purpose: 3.5 flags fastkvctl has (get --count-only, watch
-# --progress-notify, make-mirror --max-txn-ops), what it has not (watch -i, completion
-# for fish and powershell)
-HELP_DIFFERENCES = re.compile(r"--count-only|--progress-notify|--max-txn-ops|\tInteractive mode|"
+# --progress-notify, make-mirror --max-txn-ops), what it has not (completion for fish and
+# powershell)
+HELP_DIFFERENCES = re.compile(r"--count-only|--progress-notify|--max-txn-ops|"
                               r"^\t(completion )?(fish|powershell)\t")
 
 
