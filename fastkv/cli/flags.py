@@ -81,10 +81,13 @@ def format_duration(seconds: float) -> str:
 
 
 def _parse_int(text: str) -> int:
+    """pflag's int flags: strconv.ParseInt(text, 0, 64) (0x10, 0o17, 0b1, 010, 1_000)."""
+    from fastkv.cli.v2.gostd import NumError, parse_int, quote   # when an int flag is given
     try:
-        return int(text, 10) if re.fullmatch(r"[+-]?\d+", text) else int("x")
-    except ValueError:
-        raise ValueError(f'strconv.ParseInt: parsing "{text}": invalid syntax') from None
+        return parse_int(text, 64)
+    except NumError as e:
+        why = "value out of range" if "range" in str(e) else "invalid syntax"
+        raise ValueError(f"strconv.ParseInt: parsing {quote(text)}: {why}") from None
 
 
 def _parse_bool(text: str) -> bool:

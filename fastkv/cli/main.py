@@ -345,8 +345,9 @@ def cmd_del(ctx: Context, args: list[str], v: dict) -> int:
 def cmd_lease_grant(ctx: Context, args: list[str], v: dict) -> int:
     if len(args) != 1:
         raise Exit(EXIT_BAD_ARGS, "lease grant command needs TTL argument")
+    from fastkv.cli.cluster_commands import parse_int64   # strconv.ParseInt(args[0], 10, 64)
     try:
-        ttl = fl._parse_int(args[0])
+        ttl = parse_int64(args[0])
     except ValueError as e:
         raise Exit(EXIT_BAD_ARGS, f"bad TTL ({e})") from None
     resp = call(ctx, "/v3/lease/grant", {"TTL": str(ttl)}, wrap="failed to grant lease (%s)")

@@ -81,17 +81,6 @@ WATCH_FLAGS = [
 ]
 
 
-def _parse_flag_value(flag: fl.Flag, text: str):
-    if flag.kind == "int":   # pflag's Int64Var: strconv.ParseInt(s, 0, 64)
-        from fastkv.cli.v2.gostd import NumError, parse_int
-        try:
-            return parse_int(text, 64)
-        except NumError as e:
-            why = "value out of range" if "range" in str(e) else "invalid syntax"
-            raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: {why}") from None
-    return flag.parse(text)
-
-
 def parse_line_flags(args: list[str]) -> tuple[dict, list[str]]:
     """pflag's FlagSet.Parse of a request line's words with watch's flags (a set without
     a help flag: ``--help`` and ``-h`` are "pflag: help requested"). Returns the flag
@@ -103,7 +92,7 @@ def parse_line_flags(args: list[str]) -> tuple[dict, list[str]]:
 
     def set_value(flag: fl.Flag, text: str, shown: str) -> None:
         try:
-            values[flag.name] = _parse_flag_value(flag, text)
+            values[flag.name] = flag.parse(text)
         except ValueError as e:
             raise WatchArgsError(f"invalid argument {_quote(text)} for {_quote(shown)} flag: {e}") from None
 

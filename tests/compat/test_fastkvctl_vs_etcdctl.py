@@ -155,6 +155,11 @@ KV_STEPS = [
     ["get", "foo", "-w", "table"],
     ["get", "foo", "-w", "nonsense"],
     ["get", "foo", "--limit", "abc"],
+    ["get", "k/", "--prefix", "--limit", "0x2"],          # pflag: strconv.ParseInt(s, 0, 64)
+    ["get", "k/", "--prefix", "--limit", "01_1"],
+    ["get", "k/", "--prefix", "--rev", "0b11", "--limit", "0o1"],
+    ["get", "foo", "--limit", "99999999999999999999"],
+    ["get", "foo", "--limit", " 5"],
     ["get"],
     ["put", "foo", "--ignore-value"],
     ["put", "foo", "x", "--ignore-value"],
