@@ -216,6 +216,7 @@ class Parsed:
     values: dict[str, Any]
     given: set[str]
     env_warnings: list[str] = field(default_factory=list)
+    env_conflict: "EnvConflict | None" = None   # reported, like the warnings, by the client
 
 
 def parse(root: Command, global_flags: list[Flag], argv: list[str],
@@ -309,9 +310,13 @@ def _parse(root, global_flags, argv, env, env_prefix) -> Parsed:
         values.setdefault(f.name, f.default)
     values.setdefault("help", False)
     warnings: list[str] = []
+    conflict = None
     if cmd.uses_env and cmd.run is not None and not values["help"]:   # only a client reads them
-        warnings = _read_env(cmd, global_flags, values, given, env, env_prefix)
-    return Parsed(cmd, positional, values, given, warnings)
+        try:
+            warnings = _read_env(cmd, global_flags, values, given, env, env_prefix)
+        except EnvConflict as e:
+            warnings, conflict = e.warnings, e
+    return Parsed(cmd, positional, values, given, warnings, conflict)
 
 
 def env_name(prefix: str, flag: str) -> str:

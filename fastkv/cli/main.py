@@ -56,6 +56,14 @@ class Exit(Exception):
         self.message = message
 
 
+class Quit(Exception):
+    """Exit with ``code``, the reason already printed (a fatal log line)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 def b64e(s: str | bytes) -> str:
     return base64.b64encode(s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s).decode()
 
@@ -86,10 +94,14 @@ def lease_from_arg(arg: str) -> int:
 # -- context: the client and the printer a command works with ------------------
 
 class Context:
-    def __init__(self, values: dict, stdin, stdout):
+    def __init__(self, values: dict, stdin, stdout, stderr=None, parsed: fl.Parsed | None = None):
         self.values = values
         self.stdin = stdin
         self.stdout = stdout
+        self.stderr = stderr or sys.stderr
+        # etcdctl reads ETCDCTL_* when it builds a client's configuration: its warnings
+        # (and a conflict with a flag) come then, after the command checked its arguments
+        self._env_report = (parsed.env_warnings, parsed.env_conflict) if parsed else ([], None)
         fmt = values["write-out"]
         if fmt not in FORMATS:
             if fmt in KNOWN_FORMATS:
@@ -99,8 +111,19 @@ class Context:
         self.display = new_printer(fmt, stdout, values["hex"])
         self._client: GatewayClient | None = None
 
+    def report_env(self) -> None:
+        """The ETCDCTL_* warnings, once; an ETCDCTL_* variable given as a flag too ends
+        the program (etcdctl's pkg/flags logs it at CRITICAL and exits 1)."""
+        (warnings, conflict), self._env_report = self._env_report, ([], None)
+        for w in warnings:
+            capnslog(self.stderr, "W", w)
+        if conflict is not None:
+            capnslog(self.stderr, "C", str(conflict))
+            raise Quit(EXIT_ERROR)
+
     def client(self) -> GatewayClient:
         if self._client is None:
+            self.report_env()
             v = self.values
             if v.get("debug"):
                 debug_dump(v)
@@ -565,12 +588,6 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         stderr.write(f"Error: {msg}\nRun '{PROGRAM} --help' for usage.\n")
         error(msg)
         return EXIT_ERROR
-    except fl.EnvConflict as e:
-        # etcdctl's pkg/flags logs this at CRITICAL (capnslog format) and exits 1
-        for w in e.warnings:
-            capnslog(stderr, "W", w)
-        capnslog(stderr, "C", str(e))
-        return EXIT_ERROR
     except fl.UsageError as e:
         # cobra: error, usage on stdout, blank line; then etcdctl's own ExitWithError
         cmd = e.command or ROOT
@@ -580,8 +597,6 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         stderr.write("\n")
         error(str(e))
         return EXIT_ERROR
-    for w in parsed.env_warnings:
-        capnslog(stderr, "W", w)
     cmd = parsed.command
     if parsed.values["help"] or cmd.run is None:
         stdout.write(usage(cmd).encode())
@@ -589,7 +604,7 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         return EXIT_SUCCESS
     ctx = None
     try:
-        ctx = Context(parsed.values, stdin, stdout)
+        ctx = Context(parsed.values, stdin, stdout, stderr, parsed)
         ctx.argv = argv   # the raw command line: watch looks for its "--" there, as etcdctl does
         code = cmd.run(ctx, parsed.args, parsed.values)
         stdout.flush()
@@ -597,6 +612,9 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
     except Exit as e:
         stdout.flush()
         error(e.message)
+        return e.code
+    except Quit as e:
+        stdout.flush()
         return e.code
     except KeyboardInterrupt:
         stdout.flush()

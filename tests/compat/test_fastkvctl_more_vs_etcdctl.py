@@ -778,6 +778,13 @@ def test_env_vars_match_etcdctl(two_fastkv):
         (["--endpoints", url, "version"], {"ETCDCTL_ENDPOINTS": url, "ETCDCTL_FOO": "1"}),  # no client
         (["--endpoints", url, "txn"], {"ETCDCTL_WRITE_OUT": "json"}),
         (["get", "k"], {"ETCDCTL_ENDPOINTS": url, "ETCDCTL_DEBUG": "true"}),
+        # the variables are read when a client is configured, after the arguments are checked:
+        # an argument error comes alone (no warning, no conflict)
+        (["put"], {"ETCDCTL_ENDPOINTS": url, "ETCDCTL_FOO": "1"}),
+        (["watch"], {"ETCDCTL_ENDPOINTS": url, "ETCDCTL_FOO": "1"}),
+        (["--endpoints", url, "put"], {"ETCDCTL_ENDPOINTS": url}),
+        (["--endpoints", url, "lease", "revoke", "zz"], {"ETCDCTL_FOO": "1"}),
+        (["--endpoints", url, "get", "k"], {"ETCDCTL_FOO": "1"}),
     ]
     rows = []
     for args, env in steps:
@@ -796,6 +803,8 @@ def test_env_vars_match_etcdctl(two_fastkv):
                                       "variable or disable flag)\n")
     assert rows[11][0][4] == "<time> W | pkg/flags: unrecognized environment variable ETCDCTL_LOCK_TTL=5\n"
     assert f"ETCDCTL_ENDPOINTS=[{url}]\n" in rows[17][0][4]
+    assert [r[0][2] for r in rows[18:]] == [128, 128, 128, 128, 0]
+    assert "unrecognized environment variable ETCDCTL_FOO=1" in rows[-1][0][4]
 
 
 # ---------------------------------------------------------------- check perf (collected last)
