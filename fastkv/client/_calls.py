@@ -8,25 +8,34 @@ returns: the result for the blocking Client, a coroutine for the AsyncClient.
 :class:`AsyncUnaryCalls` turns each into a coroutine function (``async def``), so
 ``await client.put(...)`` and ``inspect.iscoroutinefunction`` work as for any asyncio
 API. The calls with more to them (leases kept alive, watches, snapshots, moving the
-leader) are in sync.py and aio.py.
+leader) are in sync.py and aio.py, on threads or on tasks; what their logic shares is
+here too: :class:`ConnCore` (a connection), :func:`snapshot_file`, :class:`LeaseCore`
+(the keep-alive schedule, the lost state) and :class:`WatchCore` (the consumer side
+of a watch's buffer).
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
+import os
 import threading
 import time
-from typing import Iterable
+from typing import IO, Any, Iterable, Iterator
+
+import grpc
 
 from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
 from ._requests import KeyLike
-from ._types import (Alarm, AlarmType, DeleteResult, HashKV, KeyValue, LeaseGrant, LeaseInfo,
-                     Member, MemberAddResult, PermType, PutResult, RangeResult, Role, SortOrder,
-                     SortTarget, Status, TxnResult, User)
+from ._types import (Alarm, AlarmType, DeleteResult, Event, HashKV, KeyValue, LeaseGrant,
+                     LeaseInfo, Member, MemberAddResult, PermType, PutResult, RangeResult, Role,
+                     SortOrder, SortTarget, Status, TxnResult, User, WatchResponse)
 
-__all__ = ["ClientCore", "UnaryCalls", "AsyncUnaryCalls"]
+__all__ = ["ClientCore", "UnaryCalls", "AsyncUnaryCalls", "ConnCore", "LeaseCore", "WatchCore",
+           "snapshot_file"]
 
 _UNSET = object()   # "the client's timeout" (None is "no deadline")
 
@@ -82,6 +91,17 @@ class ClientCore:
     @staticmethod
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else deadline - time.monotonic()
+
+    def _can_reauth(self, with_token: bool = True) -> bool:
+        return with_token and self._auth.has_credentials
+
+    def _register(self, child) -> None:
+        with self._children_lock:
+            self._children.add(child)
+
+    def _unregister(self, child) -> None:
+        with self._children_lock:
+            self._children.discard(child)
 
 
 class UnaryCalls(ClientCore):
@@ -286,3 +306,168 @@ for _name, _fn in list(vars(UnaryCalls).items()):
     if callable(_fn) and not _name.startswith("__") and _name != "_endpoint_index":
         setattr(AsyncUnaryCalls, _name, _coroutine(_fn))
 del _name, _fn
+
+
+# ---- connections, snapshots ----------------------------------------------------------------
+
+class ConnCore:
+    """One endpoint's channel and stubs, made on first use by :meth:`_open` with
+    ``_channels`` (the ``grpc`` module, or ``grpc.aio``)."""
+
+    _channels: Any
+
+    def __init__(self, endpoint: R.Endpoint, creds: grpc.ChannelCredentials | None,
+                 options: list):
+        self.endpoint = endpoint
+        self._creds = creds
+        self._options = options
+        self._stubs: R.Stubs | None = None
+
+    def _open(self) -> R.Stubs:
+        if self.endpoint.secure:
+            ch = self._channels.secure_channel(self.endpoint.target, self._creds,
+                                               self._options)
+        else:
+            ch = self._channels.insecure_channel(self.endpoint.target, self._options)
+        return R.Stubs(ch)
+
+
+@contextlib.contextmanager
+def snapshot_file(file: str | os.PathLike | IO[bytes]) -> Iterator[IO[bytes]]:
+    """The binary file a snapshot is written to: ``file`` itself if it is a file
+    object; for a path, a temporary name renamed to it once the block completes
+    (and removed if the block fails)."""
+    if not isinstance(file, (str, os.PathLike)):
+        yield file
+        return
+    tmp = os.fspath(file) + ".part"
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, file)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---- leases kept alive ---------------------------------------------------------------------
+
+class LeaseCore:
+    """What :class:`~fastkv.client.Lease` and :class:`~fastkv.client.AsyncLease` share:
+    the keep-alive schedule and the lost state. A subclass sets ``_client``, ``id``,
+    ``ttl``, ``_expires`` (when the lease expires unless renewed, time.monotonic()),
+    ``last_keepalive`` and ``_lost`` (a threading or asyncio Event), and runs the loop::
+
+        wait = keepalive_interval(ttl)
+        every `wait` seconds until stopped:
+            sent = time.monotonic()
+            renew with deadline self._keepalive_deadline(sent)
+            answered: wait = self._renewed(sent, new_ttl)
+            lease not found: lost; other error: lost if self._expired(), else
+            wait = self._retry_wait()
+    """
+
+    _client: Any
+    id: int
+    ttl: int
+    lost_reason: str | None
+    last_keepalive: float | None
+    _expires: float
+    _lost: Any
+
+    @property
+    def lost(self) -> bool:
+        """The lease expired or was revoked by someone else."""
+        return self._lost.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`~fastkv.client.errors.LeaseLost` if the lease was lost."""
+        if self._lost.is_set():
+            raise errors.LeaseLost(f"lease {self.id} lost: {self.lost_reason}")
+
+    def _keepalive_deadline(self, sent: float) -> float:
+        """The deadline of a keep-alive sent at ``sent``: the lease's expiry (or a
+        second if it passed), within the client's timeout."""
+        deadline = self._expires if self._expires > sent else sent + 1.0
+        if self._client.timeout is not None:
+            deadline = min(deadline, sent + self._client.timeout)
+        return deadline
+
+    def _renewed(self, sent: float, new_ttl: int) -> float:
+        """A keep-alive sent at ``sent`` was answered: the wait before the next one."""
+        self._expires = sent + new_ttl
+        self.last_keepalive = time.monotonic()
+        return R.keepalive_interval(new_ttl)
+
+    def _expired(self) -> bool:
+        return time.monotonic() >= self._expires
+
+    def _retry_wait(self) -> float:
+        """The wait before trying again after a keep-alive that did not get through."""
+        return min(0.5, R.keepalive_interval(self.ttl))
+
+    def _record_loss(self, reason: str) -> None:
+        """Mark the lease lost (the subclass then calls ``on_lost``)."""
+        self.lost_reason = reason
+        self._lost.set()
+        self._client._unregister(self)
+
+
+# ---- watches -------------------------------------------------------------------------------
+
+_CLOSED = object()   # queued to wake a consumer: the watch was closed
+
+
+class _Stop(Exception):
+    """The watch was closed: iteration ends."""
+
+
+class WatchCore:
+    """What :class:`~fastkv.client.Watch` and :class:`~fastkv.client.AsyncWatch`
+    share: the watch's state (:class:`~_requests.WatchState`), the stream's
+    metadata, and how the consumer side reads the buffer (``_queue``, a
+    ``queue.Queue`` or ``asyncio.Queue`` of :class:`WatchResponse`, errors and
+    ``_CLOSED``)."""
+
+    def __init__(self, client, state: R.WatchState, require_leader: bool):
+        self._client = client
+        #: the endpoint this watch's stream is on (None until it starts)
+        self.endpoint: str | None = None
+        self._state = state
+        self._md_extra = (("hasleader", "true"),) if require_leader else ()
+        self._events: collections.deque[Event] = collections.deque()
+        self._error: BaseException | None = None
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self._state.key!r} "
+                f"next_revision={self._state.next_revision}>")
+
+    @property
+    def next_revision(self) -> int:
+        """The revision the watch would resume from (the last one handed over + 1)."""
+        return self._state.next_revision
+
+    def _check_finished(self, closed: bool) -> None:
+        """Before taking from the buffer: raise the watch's error, or _Stop once it
+        is closed and the buffer drained."""
+        if self._finished:
+            if self._error is not None:
+                raise self._error
+            raise _Stop
+        if closed and self._queue.empty():
+            self._finished = True
+            raise _Stop
+
+    def _taken(self, item) -> WatchResponse:
+        """What was taken from the buffer: a response, or the end (raised)."""
+        if item is _CLOSED or isinstance(item, BaseException):
+            self._finished = True
+            if isinstance(item, BaseException):
+                self._error = item
+                raise item
+            raise _Stop
+        return item

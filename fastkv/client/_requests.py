@@ -8,6 +8,7 @@ hands it to its own transport loop (sync.py: blocking, aio.py: awaiting).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 import urllib.parse
@@ -30,6 +31,8 @@ KeyLike = str | bytes | bytearray | memoryview
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 DEFAULT_TIMEOUT = 10.0
 _BACKOFF_START, _BACKOFF_MAX = 0.05, 1.0
+
+log = logging.getLogger("fastkv.client")
 
 # ---- keys -----------------------------------------------------------------------------------
 
@@ -752,6 +755,83 @@ def watch_should_reconnect(code: grpc.StatusCode | None, details: str) -> bool:
     if code == grpc.StatusCode.UNKNOWN and not (details or "").startswith("etcdserver:"):
         return True
     return False
+
+
+STOP, RETRY, FAIL = "stop", "retry", "fail"
+
+
+class WatchAttempts:
+    """The reconnect bookkeeping of one watch's stream, shared by the blocking and the
+    asyncio watch (which only open streams, authenticate and sleep when told)::
+
+        wa = WatchAttempts(pool, auth)
+        while the watch is open:
+            i = pool.pick()
+            try:
+                open a stream to endpoint i, send state.create_request(); for each
+                response: state.handle(it), and wa.created(i) once the server created it
+                pool.failed(i)             # the server ended the stream: make it again
+            except (grpc.RpcError, errors.EtcdError) as e:
+                action, err = wa.failed(e, i, url, closed, state.next_revision)
+                REAUTH: authenticate again (its error fails the watch), retry at once
+                FAIL: hand err to the consumer and end; STOP: end (the watch is closed)
+            sleep(wa.pause())              # RETRY, or the stream ended
+    """
+
+    def __init__(self, pool: EndpointPool, auth: AuthState):
+        self.pool = pool
+        self.auth = auth
+        self.failures = 0
+        self.reauthed = False
+
+    def created(self, idx: int) -> None:
+        """The server created the watch on endpoint ``idx``."""
+        self.failures = 0
+        self.reauthed = False
+        self.pool.succeeded(idx)
+
+    def failed(self, exc: BaseException, idx: int, url: str, closed: bool,
+               next_revision: int) -> tuple[str, BaseException | None]:
+        """What to do after the stream to endpoint ``idx`` raised ``exc`` (a
+        ``grpc.RpcError`` or an :class:`~errors.EtcdError`): (RETRY, None),
+        (REAUTH, None), (FAIL, the error for the consumer) or (STOP, None)."""
+        if isinstance(exc, grpc.RpcError):
+            if closed:
+                return STOP, None
+            code, details = exc.code(), exc.details() or ""
+            if details in _REAUTH_MESSAGES and self.auth.has_credentials and not self.reauthed:
+                self.reauthed = True
+                return REAUTH, None
+            if not watch_should_reconnect(code, details):
+                return FAIL, errors.from_status(code, details, url)
+            self.pool.failed(idx)
+            log.debug("watch stream to %s broke (%s: %s); resuming at revision %d",
+                      url, code, details, next_revision)
+            return RETRY, None
+        if isinstance(exc, (errors.Unavailable, errors.Timeout)):
+            # no leader (cancel reason), or no endpoint answered the authentication
+            if closed:
+                return STOP, None
+            self.pool.failed(idx)
+            log.debug("watch on %s: %s; resuming at revision %d", url, exc, next_revision)
+            return RETRY, None
+        if isinstance(exc, (errors.PermissionDenied, errors.InvalidAuthToken,
+                            errors.UserEmpty)):
+            # etcd answers a watch made with a stale token "permission denied":
+            # authenticate again, once, before believing it
+            if closed:
+                return STOP, None
+            if not self.auth.has_credentials or self.reauthed:
+                return FAIL, exc
+            self.reauthed = True
+            return REAUTH, None
+        return FAIL, exc   # compacted, canceled, auth trouble
+
+    def pause(self) -> float:
+        """Seconds to wait before the next stream (0 until a whole round failed)."""
+        self.failures += 1
+        n = len(self.pool)
+        return backoff((self.failures + n - 1) // n) if self.failures >= n else 0.0
 
 
 def keepalive_interval(ttl: float) -> float:

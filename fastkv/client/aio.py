@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import logging
 import os
@@ -17,7 +16,8 @@ from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
-from ._calls import _UNSET, AsyncUnaryCalls
+from ._calls import (_CLOSED, _UNSET, AsyncUnaryCalls, ConnCore, LeaseCore, WatchCore, _Stop,
+                     snapshot_file)
 from ._requests import KeyLike
 from ._types import Event, LeaseInfo, WatchResponse
 from .txn import AsyncTxn
@@ -28,24 +28,14 @@ log = logging.getLogger("fastkv.client")
 
 
 
-class _Conn:
+class _Conn(ConnCore):
     """One endpoint's grpc.aio channel and stubs, made on first use (in the loop)."""
 
-    def __init__(self, endpoint: R.Endpoint, creds: grpc.ChannelCredentials | None,
-                 options: list):
-        self.endpoint = endpoint
-        self._creds = creds
-        self._options = options
-        self._stubs: R.Stubs | None = None
+    _channels = grpc.aio
 
     def stubs(self) -> R.Stubs:
         if self._stubs is None:
-            if self.endpoint.secure:
-                ch = grpc.aio.secure_channel(self.endpoint.target, self._creds,
-                                             self._options)
-            else:
-                ch = grpc.aio.insecure_channel(self.endpoint.target, self._options)
-            self._stubs = R.Stubs(ch)
+            self._stubs = self._open()
         return self._stubs
 
     async def close(self) -> None:
@@ -116,8 +106,13 @@ class AsyncClient(AsyncUnaryCalls):
         self._auth.set_token(None)
         await self._authenticate(generation + 1, deadline)
 
-    def _can_reauth(self, with_token: bool = True) -> bool:
-        return with_token and self._auth.has_credentials
+    async def _before_retry(self, action: str, pause: float, generation: int, deadline) -> None:
+        """After a failed attempt (:meth:`Attempts.failed`): authenticate again
+        (REAUTH) or pause before the next one."""
+        if action == R.REAUTH:
+            await self._reauthenticate(generation, deadline)
+        elif pause:
+            await asyncio.sleep(pause)
 
     async def _invoke(self, call: R.Call, *, timeout=_UNSET, deadline=_UNSET,
                       endpoint: int | None = None):
@@ -139,10 +134,7 @@ class AsyncClient(AsyncUnaryCalls):
                     raise errors.ClientClosed("client is closed") from None
                 action, pause = att.failed(idx, conn.endpoint.url, call.repeatable, e.code(),
                                            e.details(), self._can_reauth(call.with_token))
-                if action == R.REAUTH:
-                    await self._reauthenticate(generation, att.deadline)
-                elif pause:
-                    await asyncio.sleep(pause)
+                await self._before_retry(action, pause, generation, att.deadline)
                 continue
             att.succeeded(idx)
             return call.convert(resp)
@@ -190,10 +182,7 @@ class AsyncClient(AsyncUnaryCalls):
                 raise errors.ClientClosed("client is closed")
             action, pause = att.failed(idx, conn.endpoint.url, True, code, details,
                                        self._can_reauth())
-            if action == R.REAUTH:
-                await self._reauthenticate(generation, deadline)
-            elif pause:
-                await asyncio.sleep(pause)
+            await self._before_retry(action, pause, generation, deadline)
 
     def lease(self, ttl: int, *, on_lost: Callable[["AsyncLease"], Any] | None = None,
               id: int = 0) -> "AsyncLease":
@@ -223,20 +212,8 @@ class AsyncClient(AsyncUnaryCalls):
         """Stream a snapshot into ``file`` (a path, written to a temporary name and
         renamed when complete, or a binary file object); the bytes written."""
         self._check_open()
-        if isinstance(file, (str, os.PathLike)):
-            tmp = os.fspath(file) + ".part"
-            try:
-                with open(tmp, "wb") as f:
-                    n = await self._snapshot_to(f)
-                os.replace(tmp, file)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-            return n
-        return await self._snapshot_to(file)
+        with snapshot_file(file) as f:
+            return await self._snapshot_to(f)
 
     async def _snapshot_to(self, f) -> int:
         # no deadline: a snapshot may take long; resent only before any data came
@@ -258,10 +235,7 @@ class AsyncClient(AsyncUnaryCalls):
             except grpc.RpcError as e:
                 action, pause = att.failed(idx, conn.endpoint.url, written == 0, e.code(),
                                            e.details(), self._can_reauth() and written == 0)
-                if action == R.REAUTH:
-                    await self._reauthenticate(generation, None)
-                elif pause:
-                    await asyncio.sleep(pause)
+                await self._before_retry(action, pause, generation, None)
 
     async def move_leader(self, target_id: int) -> None:
         leader_idx = None
@@ -283,7 +257,7 @@ class AsyncClient(AsyncUnaryCalls):
 
 # ---- AsyncLease --------------------------------------------------------------------------------
 
-class AsyncLease:
+class AsyncLease(LeaseCore):
     """A lease kept alive by a background task (made by :meth:`AsyncClient.lease`).
 
     ``await`` it (or ``async with`` it) to grant it; then ``id``, ``ttl``, ``alive``,
@@ -326,7 +300,7 @@ class AsyncLease:
             grant = await self._client.lease_grant(self._want_ttl, id=self._want_id)
             self.id, self.ttl = grant.id, grant.ttl
             self._expires = started + grant.ttl
-            self._client._children.add(self)
+            self._client._register(self)
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"fastkv-lease-{self.id:x}")
         return self
@@ -334,10 +308,6 @@ class AsyncLease:
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._lost.is_set() and not self._done
-
-    @property
-    def lost(self) -> bool:
-        return self._lost.is_set()
 
     async def wait_lost(self, timeout: float | None = None) -> bool:
         """Wait until the lease is lost (True) or ``timeout`` passes (False)."""
@@ -347,10 +317,6 @@ class AsyncLease:
         except asyncio.TimeoutError:
             return False
 
-    def check(self) -> None:
-        if self._lost.is_set():
-            raise errors.LeaseLost(f"lease {self.id} lost: {self.lost_reason}")
-
     async def time_to_live(self, *, keys: bool = False) -> LeaseInfo:
         return await self._client.lease_time_to_live(self.id, keys=keys)
 
@@ -359,11 +325,9 @@ class AsyncLease:
         while True:
             await asyncio.sleep(wait)
             sent = time.monotonic()
-            deadline = self._expires if self._expires > sent else sent + 1.0
-            if self._client.timeout is not None:
-                deadline = min(deadline, sent + self._client.timeout)
             try:
-                resp = await self._client._keepalive_once(self.id, deadline)
+                resp = await self._client._keepalive_once(self.id,
+                                                          self._keepalive_deadline(sent))
                 new_ttl = R.keepalive_ttl(self.id, resp)
             except errors.LeaseNotFound:
                 await self._mark_lost("the lease expired or was revoked")
@@ -373,22 +337,18 @@ class AsyncLease:
             except asyncio.CancelledError:
                 raise
             except Exception as e:   # noqa: BLE001 - unreachable for now; keep trying
-                if time.monotonic() >= self._expires:
+                if self._expired():
                     await self._mark_lost(
                         f"no keep-alive got through before the lease expired ({e})")
                     return
-                wait = min(0.5, R.keepalive_interval(self.ttl))
+                wait = self._retry_wait()
                 continue
-            self._expires = sent + new_ttl
-            self.last_keepalive = time.monotonic()
-            wait = R.keepalive_interval(new_ttl)
+            wait = self._renewed(sent, new_ttl)
 
     async def _mark_lost(self, reason: str) -> None:
         if self._done:
             return
-        self.lost_reason = reason
-        self._lost.set()
-        self._client._children.discard(self)
+        self._record_loss(reason)
         if self.on_lost is not None:
             try:
                 r = self.on_lost(self)
@@ -399,7 +359,7 @@ class AsyncLease:
 
     async def _shutdown(self) -> None:
         self._done = True
-        self._client._children.discard(self)
+        self._client._unregister(self)
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
@@ -424,14 +384,7 @@ class AsyncLease:
 
 # ---- AsyncWatch --------------------------------------------------------------------------------
 
-_CLOSED = object()
-
-
-class _Stop(Exception):
-    pass
-
-
-class AsyncWatch:
+class AsyncWatch(WatchCore):
     """A running watch (made by :meth:`AsyncClient.watch`).
 
     ``await`` it (or ``async with`` it) to create it on the server, then
@@ -443,23 +396,13 @@ class AsyncWatch:
 
     def __init__(self, client: AsyncClient, state: R.WatchState, require_leader: bool,
                  max_buffer: int):
-        self._client = client
-        #: the endpoint this watch's stream is on (None until it starts)
-        self.endpoint: str | None = None
-        self._state = state
-        self._md_extra = (("hasleader", "true"),) if require_leader else ()
+        super().__init__(client, state, require_leader)
         self._max_buffer = max(1, max_buffer)
         self._queue: asyncio.Queue | None = None
-        self._events: collections.deque[Event] = collections.deque()
         self._closed = False
         self._created: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._finished = False
         self._call = None
         self._task: asyncio.Task | None = None
-
-    def __repr__(self) -> str:
-        return f"<AsyncWatch {self._state.key!r} next_revision={self._state.next_revision}>"
 
     def __await__(self):
         return self._start().__await__()
@@ -504,10 +447,6 @@ class AsyncWatch:
         except _Stop:
             raise errors.ClientClosed("watch is closed") from None
 
-    @property
-    def next_revision(self) -> int:
-        return self._state.next_revision
-
     async def request_progress(self) -> None:
         """Ask the server for a progress notification."""
         call = self._call
@@ -523,21 +462,8 @@ class AsyncWatch:
         return self._events.popleft()
 
     async def _next_response(self) -> WatchResponse:
-        if self._finished:
-            if self._error is not None:
-                raise self._error
-            raise _Stop
-        if self._closed and self._queue.empty():
-            self._finished = True
-            raise _Stop
-        item = await self._queue.get()
-        if item is _CLOSED or isinstance(item, BaseException):
-            self._finished = True
-            if isinstance(item, BaseException):
-                self._error = item
-                raise item
-            raise _Stop
-        return item
+        self._check_finished(self._closed)
+        return self._taken(await self._queue.get())
 
     async def _start(self) -> "AsyncWatch":
         if self._task is not None:
@@ -545,7 +471,7 @@ class AsyncWatch:
         self._client._check_open()
         self._queue = asyncio.Queue(self._max_buffer)
         self._created = asyncio.Event()
-        self._client._children.add(self)
+        self._client._register(self)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fastkv-watch")
         deadline = self._client._deadline(_UNSET)
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
@@ -568,8 +494,7 @@ class AsyncWatch:
 
     async def _run(self) -> None:
         client = self._client
-        failures = 0
-        reauthed = False
+        attempts = R.WatchAttempts(client._pool, client._auth)
         while not self._closed:
             idx = client._pool.pick()
             conn = client._conns[idx]
@@ -589,32 +514,11 @@ class AsyncWatch:
                         break
                     out = self._state.handle(resp, conn.endpoint.url)
                     if resp.created:
-                        failures = 0
-                        reauthed = False
-                        client._pool.succeeded(idx)
+                        attempts.created(idx)
                         self._created.set()
                     if out is not None:
                         await self._queue.put(out)
                 client._pool.failed(idx)   # the server ended the stream: make it again
-            except grpc.RpcError as e:
-                if self._closed:
-                    return
-                code, details = e.code(), e.details() or ""
-                if (details in R._REAUTH_MESSAGES and client._auth.has_credentials
-                        and not reauthed):
-                    reauthed = True
-                    try:
-                        await client._reauthenticate(generation, client._deadline(_UNSET))
-                    except errors.EtcdError as err:
-                        await self._fail(err)
-                        return
-                    continue
-                if not R.watch_should_reconnect(code, details):
-                    await self._fail(errors.from_status(code, details, conn.endpoint.url))
-                    return
-                client._pool.failed(idx)
-                log.debug("watch stream to %s broke (%s: %s); resuming at revision %d",
-                          conn.endpoint.url, code, details, self._state.next_revision)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._closed or (task is not None and task.cancelling()):
@@ -623,38 +527,28 @@ class AsyncWatch:
                 client._pool.failed(idx)
             except errors.ClientClosed:
                 return
-            except (errors.Unavailable, errors.Timeout) as e:
-                if self._closed:
-                    return
-                client._pool.failed(idx)
-                log.debug("watch on %s: %s; resuming at revision %d", conn.endpoint.url, e,
-                          self._state.next_revision)
-            except (errors.PermissionDenied, errors.InvalidAuthToken, errors.UserEmpty) as e:
-                # etcd answers a watch made with a stale token "permission denied":
-                # authenticate again, once, before believing it
-                if self._closed:
-                    return
-                if not client._auth.has_credentials or reauthed:
-                    await self._fail(e)
-                    return
-                reauthed = True
-                try:
-                    await client._reauthenticate(generation, client._deadline(_UNSET))
-                except errors.EtcdError as err:
+            except (grpc.RpcError, errors.EtcdError) as e:
+                action, err = attempts.failed(e, idx, conn.endpoint.url, self._closed,
+                                              self._state.next_revision)
+                if action == R.REAUTH:
+                    try:
+                        await client._reauthenticate(generation, client._deadline(_UNSET))
+                    except errors.EtcdError as reauth_err:
+                        await self._fail(reauth_err)
+                        return
+                    continue
+                if action == R.FAIL:
                     await self._fail(err)
                     return
-                continue
-            except errors.EtcdError as e:
-                await self._fail(e)
-                return
+                if action == R.STOP:
+                    return
             finally:
                 self._call = None
                 if call is not None:
                     call.cancel()
-            failures += 1
-            n = len(client._pool)
-            if failures >= n:
-                await asyncio.sleep(R.backoff((failures + n - 1) // n))
+            pause = attempts.pause()
+            if pause:
+                await asyncio.sleep(pause)
 
     async def _shutdown(self) -> None:
         if self._closed:

@@ -1,7 +1,6 @@
 """The blocking client: :class:`Client`, with :class:`Lease` and :class:`Watch`."""
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import queue
@@ -15,7 +14,8 @@ from fastkv.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import _requests as R
 from . import errors
-from ._calls import _UNSET, UnaryCalls
+from ._calls import (_CLOSED, _UNSET, ConnCore, LeaseCore, UnaryCalls, WatchCore, _Stop,
+                     snapshot_file)
 from ._requests import KeyLike
 from ._types import Event, LeaseGrant, LeaseInfo, WatchResponse
 from .txn import Txn
@@ -26,26 +26,20 @@ log = logging.getLogger("fastkv.client")
 
 
 
-class _Conn:
+class _Conn(ConnCore):
     """One endpoint's channel and stubs, made on first use."""
+
+    _channels = grpc
 
     def __init__(self, endpoint: R.Endpoint, creds: grpc.ChannelCredentials | None,
                  options: list):
-        self.endpoint = endpoint
-        self._creds = creds
-        self._options = options
-        self._stubs: R.Stubs | None = None
+        super().__init__(endpoint, creds, options)
         self._lock = threading.Lock()
 
     def stubs(self) -> R.Stubs:
         with self._lock:
             if self._stubs is None:
-                if self.endpoint.secure:
-                    ch = grpc.secure_channel(self.endpoint.target, self._creds,
-                                             self._options)
-                else:
-                    ch = grpc.insecure_channel(self.endpoint.target, self._options)
-                self._stubs = R.Stubs(ch)
+                self._stubs = self._open()
             return self._stubs
 
     def close(self) -> None:
@@ -103,14 +97,6 @@ class Client(UnaryCalls):
         for c in children:   # ... and wait for their threads
             c._join()
 
-    def _register(self, child) -> None:
-        with self._children_lock:
-            self._children.add(child)
-
-    def _unregister(self, child) -> None:
-        with self._children_lock:
-            self._children.discard(child)
-
     # ---- transport ---------------------------------------------------------------------
 
     def _token_metadata(self, with_token: bool, deadline) -> tuple | None:
@@ -138,8 +124,13 @@ class Client(UnaryCalls):
         self._auth.set_token(None)
         self._authenticate(generation + 1, deadline)
 
-    def _can_reauth(self, with_token: bool = True) -> bool:
-        return with_token and self._auth.has_credentials
+    def _before_retry(self, action: str, pause: float, generation: int, deadline) -> None:
+        """After a failed attempt (:meth:`Attempts.failed`): authenticate again
+        (REAUTH) or pause before the next one."""
+        if action == R.REAUTH:
+            self._reauthenticate(generation, deadline)
+        elif pause:
+            time.sleep(pause)
 
     def _invoke(self, call: R.Call, *, timeout=_UNSET, deadline=_UNSET,
                 endpoint: int | None = None):
@@ -158,10 +149,7 @@ class Client(UnaryCalls):
             except grpc.RpcError as e:
                 action, pause = att.failed(idx, conn.endpoint.url, call.repeatable, e.code(),
                                            e.details(), self._can_reauth(call.with_token))
-                if action == R.REAUTH:
-                    self._reauthenticate(generation, att.deadline)
-                elif pause:
-                    time.sleep(pause)
+                self._before_retry(action, pause, generation, att.deadline)
                 continue
             except ValueError as e:   # the channel was closed under us
                 if self._closed:
@@ -223,10 +211,7 @@ class Client(UnaryCalls):
                 return resp
             action, pause = att.failed(idx, conn.endpoint.url, True, code, details,
                                        self._can_reauth())
-            if action == R.REAUTH:
-                self._reauthenticate(generation, deadline)
-            elif pause:
-                time.sleep(pause)
+            self._before_retry(action, pause, generation, deadline)
 
     def lease(self, ttl: int, *, on_lost: Callable[["Lease"], None] | None = None,
               id: int = 0) -> "Lease":
@@ -273,20 +258,8 @@ class Client(UnaryCalls):
         object); the number of bytes written. A path is written to a temporary name
         and renamed when complete."""
         self._check_open()
-        if isinstance(file, (str, os.PathLike)):
-            tmp = os.fspath(file) + ".part"
-            try:
-                with open(tmp, "wb") as f:
-                    n = self._snapshot_to(f)
-                os.replace(tmp, file)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-            return n
-        return self._snapshot_to(file)
+        with snapshot_file(file) as f:
+            return self._snapshot_to(f)
 
     def _snapshot_to(self, f) -> int:
         # no deadline: a snapshot may take long; resent only before any data came
@@ -308,10 +281,7 @@ class Client(UnaryCalls):
             except grpc.RpcError as e:
                 action, pause = att.failed(idx, conn.endpoint.url, written == 0, e.code(),
                                            e.details(), self._can_reauth() and written == 0)
-                if action == R.REAUTH:
-                    self._reauthenticate(generation, None)
-                elif pause:
-                    time.sleep(pause)
+                self._before_retry(action, pause, generation, None)
 
     def move_leader(self, target_id: int) -> None:
         """Hand leadership to member ``target_id`` (sent to the current leader, found
@@ -335,7 +305,7 @@ class Client(UnaryCalls):
 
 # ---- Lease ------------------------------------------------------------------------------------
 
-class Lease:
+class Lease(LeaseCore):
     """A lease kept alive by a background thread (made by :meth:`Client.lease`).
 
     ``id``, ``ttl`` (granted); ``alive`` (False once lost or revoked);
@@ -376,19 +346,9 @@ class Lease:
         """Still kept alive: not lost, not revoked, not closed."""
         return not self._lost.is_set() and not self._done.is_set()
 
-    @property
-    def lost(self) -> bool:
-        """The lease expired or was revoked by someone else."""
-        return self._lost.is_set()
-
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Block until the lease is lost (True) or ``timeout`` passes (False)."""
         return self._lost.wait(timeout)
-
-    def check(self) -> None:
-        """Raise :class:`~fastkv.client.errors.LeaseLost` if the lease was lost."""
-        if self._lost.is_set():
-            raise errors.LeaseLost(f"lease {self.id} lost: {self.lost_reason}")
 
     def time_to_live(self, *, keys: bool = False) -> LeaseInfo:
         return self._client.lease_time_to_live(self.id, keys=keys)
@@ -397,11 +357,8 @@ class Lease:
         wait = R.keepalive_interval(self.ttl)
         while not self._stop.wait(wait):
             sent = time.monotonic()
-            deadline = self._expires if self._expires > sent else sent + 1.0
-            if self._client.timeout is not None:
-                deadline = min(deadline, sent + self._client.timeout)
             try:
-                resp = self._client._keepalive_once(self.id, deadline)
+                resp = self._client._keepalive_once(self.id, self._keepalive_deadline(sent))
                 new_ttl = R.keepalive_ttl(self.id, resp)
             except errors.LeaseNotFound:
                 self._mark_lost("the lease expired or was revoked")
@@ -411,21 +368,17 @@ class Lease:
             except Exception as e:   # noqa: BLE001 - unreachable for now; keep trying
                 if self._stop.is_set():
                     return
-                if time.monotonic() >= self._expires:
+                if self._expired():
                     self._mark_lost(f"no keep-alive got through before the lease expired ({e})")
                     return
-                wait = min(0.5, R.keepalive_interval(self.ttl))
+                wait = self._retry_wait()
                 continue
-            self._expires = sent + new_ttl
-            self.last_keepalive = time.monotonic()
-            wait = R.keepalive_interval(new_ttl)
+            wait = self._renewed(sent, new_ttl)
 
     def _mark_lost(self, reason: str) -> None:
         if self._stop.is_set():
             return
-        self.lost_reason = reason
-        self._lost.set()
-        self._client._unregister(self)
+        self._record_loss(reason)
         if self.on_lost is not None:
             try:
                 self.on_lost(self)
@@ -459,10 +412,7 @@ class Lease:
 
 # ---- Watch ------------------------------------------------------------------------------------
 
-_CLOSED = object()
-
-
-class Watch:
+class Watch(WatchCore):
     """A running watch (made by :meth:`Client.watch`): iterate it for events.
 
     ``for event in watch`` blocks for the next :class:`Event`; ``get(timeout)``
@@ -476,24 +426,14 @@ class Watch:
 
     def __init__(self, client: Client, state: R.WatchState, require_leader: bool,
                  max_buffer: int):
-        self._client = client
-        #: the endpoint this watch's stream is on (None until it starts)
-        self.endpoint: str | None = None
-        self._state = state
-        self._md_extra = (("hasleader", "true"),) if require_leader else ()
+        super().__init__(client, state, require_leader)
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_buffer))
-        self._events: collections.deque[Event] = collections.deque()
         self._closed = threading.Event()
         self._created = threading.Event()
-        self._error: BaseException | None = None
-        self._finished = False
         self._lock = threading.Lock()
         self._call = None
         self._requests: queue.Queue | None = None
         self._thread = threading.Thread(target=self._run, name="fastkv-watch", daemon=True)
-
-    def __repr__(self) -> str:
-        return f"<Watch {self._state.key!r} next_revision={self._state.next_revision}>"
 
     # ---- consumer side ---------------------------------------------------------------
 
@@ -543,29 +483,12 @@ class Watch:
         return self._events.popleft()
 
     def _next_response(self, timeout) -> WatchResponse:
-        if self._finished:
-            if self._error is not None:
-                raise self._error
-            raise _Stop
-        if self._closed.is_set() and self._queue.empty():
-            self._finished = True
-            raise _Stop
+        self._check_finished(self._closed.is_set())
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError(f"no watch event within {timeout} s") from None
-        if item is _CLOSED or isinstance(item, BaseException):
-            self._finished = True
-            if isinstance(item, BaseException):
-                self._error = item
-                raise item
-            raise _Stop
-        return item
-
-    @property
-    def next_revision(self) -> int:
-        """The revision the watch would resume from (the last one handed over + 1)."""
-        return self._state.next_revision
+        return self._taken(item)
 
     def request_progress(self) -> None:
         """Ask the server for a progress notification (an empty response carrying the
@@ -609,8 +532,7 @@ class Watch:
 
     def _run(self) -> None:
         client = self._client
-        failures = 0
-        reauthed = False
+        attempts = R.WatchAttempts(client._pool, client._auth)
         while not self._closed.is_set():
             idx = client._pool.pick()
             conn = client._conns[idx]
@@ -630,9 +552,7 @@ class Watch:
                 for resp in call:
                     out = self._state.handle(resp, conn.endpoint.url)
                     if resp.created:
-                        failures = 0
-                        reauthed = False
-                        client._pool.succeeded(idx)
+                        attempts.created(idx)
                         self._created.set()
                     if out is not None and not self._put(out):
                         return
@@ -640,59 +560,28 @@ class Watch:
                 if self._closed.is_set():
                     return
                 client._pool.failed(idx)
-            except grpc.RpcError as e:
-                if self._closed.is_set():
-                    return
-                code, details = e.code(), e.details() or ""
-                if (details in R._REAUTH_MESSAGES and client._auth.has_credentials
-                        and not reauthed):
-                    reauthed = True
+            except (grpc.RpcError, errors.EtcdError) as e:
+                action, err = attempts.failed(e, idx, conn.endpoint.url, self._closed.is_set(),
+                                              self._state.next_revision)
+                if action == R.REAUTH:
                     try:
                         client._reauthenticate(generation, client._deadline(_UNSET))
-                    except errors.EtcdError as err:
-                        self._fail(err)
+                    except errors.EtcdError as reauth_err:
+                        self._fail(reauth_err)
                         return
                     continue
-                if not R.watch_should_reconnect(code, details):
-                    self._fail(errors.from_status(code, details, conn.endpoint.url))
-                    return
-                client._pool.failed(idx)
-                log.debug("watch stream to %s broke (%s: %s); resuming at revision %d",
-                          conn.endpoint.url, code, details, self._state.next_revision)
-            except (errors.Unavailable, errors.Timeout) as e:
-                # no leader (cancel reason), or no endpoint answered the authentication
-                if self._closed.is_set():
-                    return
-                client._pool.failed(idx)
-                log.debug("watch on %s: %s; resuming at revision %d", conn.endpoint.url, e,
-                          self._state.next_revision)
-            except (errors.PermissionDenied, errors.InvalidAuthToken, errors.UserEmpty) as e:
-                # etcd answers a watch made with a stale token "permission denied":
-                # authenticate again, once, before believing it
-                if self._closed.is_set():
-                    return
-                if not client._auth.has_credentials or reauthed:
-                    self._fail(e)
-                    return
-                reauthed = True
-                try:
-                    client._reauthenticate(generation, client._deadline(_UNSET))
-                except errors.EtcdError as err:
+                if action == R.FAIL:
                     self._fail(err)
                     return
-                continue
-            except errors.EtcdError as e:   # compacted, canceled, auth trouble
-                self._fail(e)
-                return
+                if action == R.STOP:
+                    return
             except ValueError:   # channel closed: client closing
                 return
             finally:
                 requests.put(None)
                 with self._lock:
                     self._call = None
-            failures += 1
-            pause = R.backoff((failures + len(client._pool) - 1) // len(client._pool))
-            if self._closed.wait(pause if failures >= len(client._pool) else 0.0):
+            if self._closed.wait(attempts.pause()):
                 return
 
     def _shutdown(self, join: bool = True) -> None:
@@ -719,9 +608,5 @@ class Watch:
             self._queue.put_nowait(_CLOSED)
         except queue.Full:
             pass
-
-
-class _Stop(Exception):
-    pass
 
 

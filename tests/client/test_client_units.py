@@ -157,3 +157,62 @@ def test_endpoint_pool_round_robin_skips_failed():
     assert pool.pick() == 0          # all failed lately: the one that failed first
     with pytest.raises(ValueError):
         R.EndpointPool(eps, balance="random")
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+def test_watch_attempts_reconnect_reauth_and_fail():
+    eps = [R.parse_endpoint(u, False) for u in ("http://a:1", "http://b:2")]
+    pool = R.EndpointPool(eps, balance="pinned")
+    wa = R.WatchAttempts(pool, R.AuthState("u", "p"))
+    broken = _RpcError(U, "Socket closed")
+    assert wa.failed(broken, 0, "http://a:1", False, 5) == (R.RETRY, None)
+    assert pool.pick() == 1                       # the broken endpoint is skipped
+    assert wa.pause() == 0.0                      # not a whole round yet
+    assert wa.pause() == R.backoff(1)             # two endpoints, two failures
+    assert wa.failed(broken, 1, "http://b:2", True, 5) == (R.STOP, None)   # closed
+    stale = _RpcError(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+    assert wa.failed(stale, 1, "http://b:2", False, 5) == (R.REAUTH, None)
+    action, err = wa.failed(stale, 1, "http://b:2", False, 5)   # once only
+    assert action == R.FAIL and isinstance(err, errors.InvalidAuthToken)
+    denied = errors.PermissionDenied("etcdserver: permission denied")
+    assert wa.failed(denied, 1, "http://b:2", False, 5) == (R.FAIL, denied)
+    wa.created(1)                                 # a created watch resets all that
+    assert wa.failures == 0 and not wa.reauthed
+    assert wa.failed(denied, 1, "http://b:2", False, 5) == (R.REAUTH, None)
+    assert wa.failed(errors.NoLeader("etcdserver: no leader"), 1, "u", False, 5) \
+        == (R.RETRY, None)
+    compacted = errors.WatchCompacted(3)
+    assert wa.failed(compacted, 1, "u", True, 5) == (R.FAIL, compacted)
+    action, err = wa.failed(_RpcError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: x"), 1,
+                            "u", False, 5)
+    assert action == R.FAIL and isinstance(err, errors.InvalidArgument)
+    no_creds = R.WatchAttempts(pool, R.AuthState(None, None))
+    assert no_creds.failed(denied, 0, "u", False, 5) == (R.FAIL, denied)
+    assert no_creds.failed(stale, 0, "u", False, 5)[0] == R.FAIL
+
+
+def test_snapshot_file(tmp_path):
+    from fastkv.client._calls import snapshot_file
+    path = tmp_path / "snap.db"
+    with snapshot_file(path) as f:
+        f.write(b"data")
+        assert not path.exists()                  # written to a temporary name
+    assert path.read_bytes() == b"data" and not (tmp_path / "snap.db.part").exists()
+    with pytest.raises(RuntimeError):
+        with snapshot_file(tmp_path / "bad.db") as f:
+            f.write(b"partial")
+            raise RuntimeError("broken stream")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.db"]
+    with open(tmp_path / "obj", "wb") as obj:
+        with snapshot_file(obj) as f:
+            assert f is obj
