@@ -3,7 +3,9 @@
 The expected outputs are etcdctl 3.4's, written out literally (revisions
 included: both servers start empty at revision 1), so the same assertions pin
 fastkvctl's printing and the server's answers. tests/compat compares against
-real etcdctl line by line; this file states what the output is.
+real etcdctl line by line; this file states what the output is. One-shot commands
+run as processes forked by tests/ctlfork.py; the long-running watch and keep-alive
+run ``python -m fastkv.cli`` itself (ci/install-check runs the installed program).
 """
 from __future__ import annotations
 
@@ -12,12 +14,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
+from ctlfork import FASTKVCTL as CTL, run_command
 from servers import REPO, free_port
-
-CTL = [sys.executable, "-m", "fastkv.cli"]
 
 
 def env(extra: dict | None = None) -> dict:
@@ -29,7 +29,7 @@ def env(extra: dict | None = None) -> dict:
 
 def ctl(server, *args, stdin: bytes = b"", extra_env: dict | None = None, endpoints=True):
     cmd = CTL + (["--endpoints", server.url] if endpoints else []) + list(args)
-    p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=60, env=env(extra_env), cwd=REPO)
+    p = run_command(cmd, input=stdin, timeout=60, env=env(extra_env), cwd=REPO)
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
